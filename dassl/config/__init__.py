@@ -1,0 +1,13 @@
+"""``dassl.config``: the default yacs schema, extensions and checked merges."""
+from .checked import ConfigError, all_keys, merge_from_file_checked, merge_from_list_checked
+from .defaults import clean_cfg, get_cfg_default, register_cfg_extension
+
+__all__ = [
+    "get_cfg_default",
+    "register_cfg_extension",
+    "clean_cfg",
+    "ConfigError",
+    "all_keys",
+    "merge_from_file_checked",
+    "merge_from_list_checked",
+]

@@ -1,0 +1,180 @@
+"""Dassl's default config schema (spec §2.1) and the hook that lets packages extend it."""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from yacs.config import CfgNode as CN
+
+__all__ = ["get_cfg_default", "register_cfg_extension", "clean_cfg"]
+
+_C = CN()
+
+_C.VERSION = 1
+_C.OUTPUT_DIR = "./output"
+_C.RESUME = ""
+_C.SEED = -1  # negative: no seeding
+_C.USE_CUDA = True
+_C.VERBOSE = True
+
+###########################
+# Input
+###########################
+_C.INPUT = CN()
+_C.INPUT.SIZE = (224, 224)
+_C.INPUT.INTERPOLATION = "bilinear"  # bilinear | bicubic | nearest
+_C.INPUT.TRANSFORMS = ()
+_C.INPUT.NO_TRANSFORM = False
+_C.INPUT.PIXEL_MEAN = [0.485, 0.456, 0.406]
+_C.INPUT.PIXEL_STD = [0.229, 0.224, 0.225]
+_C.INPUT.CROP_PADDING = 4
+_C.INPUT.RRCROP_SCALE = (0.08, 1.0)
+_C.INPUT.CUTOUT_N = 1
+_C.INPUT.CUTOUT_LEN = 16
+_C.INPUT.GN_MEAN = 0.0
+_C.INPUT.GN_STD = 0.15
+_C.INPUT.RANDAUGMENT_N = 2
+_C.INPUT.RANDAUGMENT_M = 10
+_C.INPUT.COLORJITTER_B = 0.4
+_C.INPUT.COLORJITTER_C = 0.4
+_C.INPUT.COLORJITTER_S = 0.4
+_C.INPUT.COLORJITTER_H = 0.1
+_C.INPUT.RGS_P = 0.2  # random grayscale probability
+_C.INPUT.GB_P = 0.5  # gaussian blur probability
+_C.INPUT.GB_K = 21  # gaussian blur kernel size
+
+###########################
+# Dataset
+###########################
+_C.DATASET = CN()
+_C.DATASET.ROOT = ""
+_C.DATASET.NAME = ""
+_C.DATASET.SOURCE_DOMAINS = ()
+_C.DATASET.TARGET_DOMAINS = ()
+_C.DATASET.NUM_LABELED = -1
+_C.DATASET.NUM_SHOTS = -1
+_C.DATASET.VAL_PERCENT = 0.1
+_C.DATASET.STL10_FOLD = -1
+_C.DATASET.CIFAR_C_TYPE = ""
+_C.DATASET.CIFAR_C_LEVEL = 1
+_C.DATASET.ALL_AS_UNLABELED = False
+
+###########################
+# Dataloader
+###########################
+_C.DATALOADER = CN()
+_C.DATALOADER.NUM_WORKERS = 4
+_C.DATALOADER.K_TRANSFORMS = 1  # >1: each train image is transformed K times
+_C.DATALOADER.RETURN_IMG0 = False  # also return the resized, un-augmented image
+# Off: an unreadable image stops the run naming the file. On: warn once per file, use another sample.
+_C.DATALOADER.SKIP_BAD_IMAGES = False
+_C.DATALOADER.TRAIN_X = CN()
+_C.DATALOADER.TRAIN_X.SAMPLER = "RandomSampler"
+_C.DATALOADER.TRAIN_X.BATCH_SIZE = 32  # the global batch: split across ranks under DDP
+_C.DATALOADER.TRAIN_X.N_DOMAIN = 0
+_C.DATALOADER.TRAIN_X.N_INS = 16
+_C.DATALOADER.TRAIN_U = CN()
+_C.DATALOADER.TRAIN_U.SAME_AS_X = True
+_C.DATALOADER.TRAIN_U.SAMPLER = "RandomSampler"
+_C.DATALOADER.TRAIN_U.BATCH_SIZE = 32
+_C.DATALOADER.TRAIN_U.N_DOMAIN = 0
+_C.DATALOADER.TRAIN_U.N_INS = 16
+_C.DATALOADER.TEST = CN()
+_C.DATALOADER.TEST.SAMPLER = "SequentialSampler"
+_C.DATALOADER.TEST.BATCH_SIZE = 32
+
+###########################
+# Model
+###########################
+_C.MODEL = CN()
+_C.MODEL.INIT_WEIGHTS = ""
+_C.MODEL.BACKBONE = CN()
+_C.MODEL.BACKBONE.NAME = ""  # the CoOp family puts the CLIP name or a checkpoint path here
+_C.MODEL.BACKBONE.PRETRAINED = True
+_C.MODEL.HEAD = CN()
+_C.MODEL.HEAD.NAME = ""
+_C.MODEL.HEAD.HIDDEN_LAYERS = ()
+_C.MODEL.HEAD.ACTIVATION = "relu"
+_C.MODEL.HEAD.BN = True
+_C.MODEL.HEAD.DROPOUT = 0.0
+
+###########################
+# Optimization
+###########################
+_C.OPTIM = CN()
+_C.OPTIM.NAME = "adam"
+_C.OPTIM.LR = 0.0003
+_C.OPTIM.WEIGHT_DECAY = 5e-4
+_C.OPTIM.MOMENTUM = 0.9
+_C.OPTIM.SGD_DAMPNING = 0  # spelling kept from upstream
+_C.OPTIM.SGD_NESTEROV = False
+_C.OPTIM.RMSPROP_ALPHA = 0.99
+_C.OPTIM.ADAM_BETA1 = 0.9
+_C.OPTIM.ADAM_BETA2 = 0.999
+_C.OPTIM.STAGED_LR = False  # NEW_LAYERS get LR, other children LR * BASE_LR_MULT
+_C.OPTIM.NEW_LAYERS = ()
+_C.OPTIM.BASE_LR_MULT = 0.1
+_C.OPTIM.LR_SCHEDULER = "single_step"
+_C.OPTIM.STEPSIZE = (-1,)  # -1: decay once at MAX_EPOCH, i.e. a constant LR
+_C.OPTIM.GAMMA = 0.1
+_C.OPTIM.MAX_EPOCH = 10
+_C.OPTIM.WARMUP_EPOCH = -1  # <= 0: no warm-up
+_C.OPTIM.WARMUP_TYPE = "linear"  # constant | linear
+_C.OPTIM.WARMUP_CONS_LR = 1e-5
+_C.OPTIM.WARMUP_MIN_LR = 1e-5
+_C.OPTIM.WARMUP_RECOUNT = True  # False: the successor starts at epoch WARMUP_EPOCH
+
+###########################
+# Train
+###########################
+_C.TRAIN = CN()
+_C.TRAIN.CHECKPOINT_FREQ = 0
+_C.TRAIN.PRINT_FREQ = 10
+_C.TRAIN.COUNT_ITER = "train_x"  # train_x | train_u | smaller_one
+# Off: a non-finite loss stops the run. On: the step is skipped and counted.
+_C.TRAIN.SKIP_NONFINITE = False
+
+###########################
+# Test
+###########################
+_C.TEST = CN()
+_C.TEST.EVALUATOR = "Classification"
+_C.TEST.PER_CLASS_RESULT = False
+_C.TEST.COMPUTE_CMAT = False
+_C.TEST.NO_TEST = False
+_C.TEST.SPLIT = "test"  # test | val
+_C.TEST.FINAL_MODEL = "last_step"  # last_step | best_val
+
+###########################
+# Trainer
+###########################
+_C.TRAINER = CN()
+_C.TRAINER.NAME = ""
+
+_EXTENSIONS: list[Callable[[CN], None]] = []
+
+
+def register_cfg_extension(fn: Callable[[CN], None]) -> Callable[[CN], None]:
+    """Decorator: ``fn(cfg)`` adds a package's defaults; every ``get_cfg_default()`` applies it.
+
+    Re-registering a function with the same module and name (e.g. a re-imported module) replaces it.
+    """
+    key = (fn.__module__, fn.__qualname__)
+    _EXTENSIONS[:] = [f for f in _EXTENSIONS if (f.__module__, f.__qualname__) != key]
+    _EXTENSIONS.append(fn)
+    return fn
+
+
+def get_cfg_default() -> CN:
+    """A fresh, mutable copy of the defaults with every registered extension applied."""
+    cfg = _C.clone()
+    for extend in _EXTENSIONS:
+        extend(cfg)
+    return cfg
+
+
+def clean_cfg(cfg: CN, trainer: str) -> None:
+    """Delete every ``cfg.TRAINER.<X>`` except ``NAME`` and ``trainer.upper()``."""
+    for key in list(cfg.TRAINER.keys()):
+        if key in ("NAME", trainer.upper()):
+            continue
+        cfg.TRAINER.pop(key, None)

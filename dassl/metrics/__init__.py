@@ -1,0 +1,4 @@
+"""``dassl.metrics``."""
+from .accuracy import compute_accuracy
+
+__all__ = ["compute_accuracy"]

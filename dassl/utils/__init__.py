@@ -1,0 +1,6 @@
+"""Helpers re-exported under Dassl's ``dassl.utils`` names."""
+from .logger import *  # noqa: F401,F403
+from .meters import *  # noqa: F401,F403
+from .registry import *  # noqa: F401,F403
+from .tools import *  # noqa: F401,F403
+from .torchtools import *  # noqa: F401,F403

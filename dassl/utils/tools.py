@@ -1,0 +1,131 @@
+"""Small file, JSON, seeding and name-matching helpers (Dassl's ``dassl.utils.tools``)."""
+from __future__ import annotations
+
+import errno
+import json
+import os
+import os.path as osp
+import random
+import urllib.request
+import warnings
+from difflib import SequenceMatcher
+from typing import Any
+
+import numpy as np
+import PIL
+import torch
+from PIL import Image
+
+__all__ = [
+    "mkdir_if_missing",
+    "check_isfile",
+    "read_json",
+    "write_json",
+    "set_random_seed",
+    "download_url",
+    "read_image",
+    "collect_env_info",
+    "listdir_nohidden",
+    "get_most_similar_str_to_a_from_b",
+    "check_availability",
+    "tolist_if_not",
+]
+
+
+def mkdir_if_missing(dirname: str) -> None:
+    """Create ``dirname`` (and parents) if it does not exist; tolerate a concurrent creation."""
+    if not osp.exists(dirname):
+        try:
+            os.makedirs(dirname)
+        except OSError as e:
+            if e.errno != errno.EEXIST:
+                raise
+
+
+def check_isfile(fpath: str) -> bool:
+    """Return whether ``fpath`` is a file, warning when it is not."""
+    isfile = osp.isfile(fpath)
+    if not isfile:
+        warnings.warn(f'No file found at "{fpath}"', stacklevel=2)
+    return isfile
+
+
+def read_json(fpath: str) -> Any:
+    """Load a JSON file; a parse error names the file."""
+    with open(fpath) as f:
+        try:
+            return json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f'Invalid JSON in "{fpath}": {e}') from e
+
+
+def write_json(obj: Any, fpath: str) -> None:
+    """Write ``obj`` as indented JSON, creating the parent directory."""
+    mkdir_if_missing(osp.dirname(fpath) or ".")
+    with open(fpath, "w") as f:
+        json.dump(obj, f, indent=4, separators=(",", ": "))
+
+
+def set_random_seed(seed: int) -> None:
+    """Seed python, numpy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.cuda.manual_seed_all(seed)
+
+
+def download_url(url: str, dst: str) -> None:
+    """Download ``url`` to ``dst`` (used only by optional dataset helpers)."""
+    mkdir_if_missing(osp.dirname(dst) or ".")
+    urllib.request.urlretrieve(url, dst)
+
+
+def read_image(path: str) -> Image.Image:
+    """Read an image file as a PIL RGB image; a missing file gives an error naming it."""
+    if not osp.exists(path):
+        raise FileNotFoundError(f'No file found at "{path}"')
+    with Image.open(path) as img:
+        return img.convert("RGB")
+
+
+def collect_env_info() -> str:
+    """torch's environment report plus the Pillow version."""
+    from torch.utils.collect_env import get_pretty_env_info
+
+    return get_pretty_env_info() + f"\n        Pillow ({PIL.__version__})"
+
+
+def listdir_nohidden(path: str, sort: bool = False) -> list[str]:
+    """List ``path`` without names starting with "."; unsorted by default, as upstream."""
+    items = [f for f in os.listdir(path) if not f.startswith(".")]
+    if sort:
+        items.sort()
+    return items
+
+
+def get_most_similar_str_to_a_from_b(a: str, b: list[str]) -> str:
+    """Return the string in ``b`` closest to ``a`` by difflib's ratio."""
+    best, best_ratio = "", -1.0
+    for candidate in b:
+        ratio = SequenceMatcher(None, a, candidate).ratio()
+        if ratio > best_ratio:
+            best, best_ratio = candidate, ratio
+    return best
+
+
+def check_availability(requested: str, available: list[str], what: str = "") -> None:
+    """Raise ValueError listing ``available`` and the closest match when ``requested`` is missing."""
+    if requested in available:
+        return
+    where = f" in {what}" if what else ""
+    hint = ""
+    if available:
+        hint = f'; did you mean "{get_most_similar_str_to_a_from_b(requested, available)}"?'
+    raise ValueError(f'"{requested}" is not available{where}. Available: {sorted(available)}{hint}')
+
+
+def tolist_if_not(x: Any) -> list:
+    """Wrap a non-list in a list."""
+    if not isinstance(x, list):
+        x = [x]
+    return x
