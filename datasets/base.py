@@ -1,0 +1,358 @@
+"""The base class every benchmark loader builds on: CoOp's split files, few-shot caches, base/new classes.
+
+A loader sets a few class attributes (folder names, split file) and, when it has no split JSON or
+can rebuild one, overrides ``build_split`` or ``read_splits``. ``BenchmarkDataset.__init__`` then
+runs the order every CoOp-family dataset follows (see ``../shared/reference/dassl_spec.md`` §3.7):
+
+1. check the layout on disk (one error naming the first missing path and the DATASETS.md section);
+2. read the split JSON, or build it from the raw annotations and save it;
+3. with ``DATASET.NUM_SHOTS >= 1``, load or draw the few-shot subset (``split_fewshot/shot_K-seed_S.pkl``);
+4. keep the base or new half of the classes (``DATASET.SUBSAMPLE_CLASSES``), relabelled from 0.
+
+The pickled caches hold ``dassl.data.datasets.base_dataset.Datum`` objects with absolute paths, the
+same format upstream writes, so existing caches keep working in both directions.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import os.path as osp
+import pickle
+import random
+import tempfile
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+
+from dassl.data.datasets import DatasetBase, Datum
+from dassl.utils import listdir_nohidden, mkdir_if_missing
+
+__all__ = ["BenchmarkDataset", "SUBSAMPLE_CHOICES", "first_missing_file", "atomic_write_bytes"]
+
+logger = logging.getLogger(__name__)
+
+SUBSAMPLE_CHOICES = ("all", "base", "new")
+SPLIT_NAMES = ("train", "val", "test")
+
+Entry = tuple[str, int, str]  # (image path, label, class name)
+
+
+def first_missing_file(paths: Iterable[str]) -> tuple[str | None, int]:
+    """Return (first missing path, number missing), listing each folder once instead of one stat per file."""
+    listings: dict[str, set[str] | None] = {}
+    first, count = None, 0
+    for path in paths:
+        folder, name = osp.split(path)
+        if folder not in listings:
+            listings[folder] = set(os.listdir(folder)) if osp.isdir(folder) else None
+        names = listings[folder]
+        if names is None or name not in names:
+            first = first or path
+            count += 1
+    return first, count
+
+
+def atomic_write_bytes(data: bytes, path: str) -> None:
+    """Write ``path`` through a temporary file and a rename, so a killed run never leaves half a file."""
+    folder = osp.dirname(path)
+    mkdir_if_missing(folder)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=osp.basename(path))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if osp.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+class BenchmarkDataset(DatasetBase):
+    """A CoOp-layout dataset under ``DATASET.ROOT``; subclasses describe their layout in class attributes."""
+
+    dataset_dir = ""  # folder under DATASET.ROOT, e.g. "caltech-101"
+    short_name = ""  # config file stem and DATASETS.md anchor, e.g. "caltech101"
+    image_dir = ""  # folder the split file's paths are relative to; "" = the dataset folder itself
+    split_file = ""  # CoOp's split JSON inside the dataset folder; "" = the loader reads its own files
+    required_paths: tuple[str, ...] = ()  # paths (relative to the dataset folder) every load needs
+    raw_split_paths: tuple[str, ...] | None = None  # what build_split reads; None = the split JSON is required
+    evaluation_only = False  # True for targets that are never few-shot sampled nor subsampled
+    fewshot_val = True  # False when val is the test set (ImageNet): the cache then holds only "train"
+
+    def __init__(self, cfg):
+        root = osp.abspath(osp.expanduser(cfg.DATASET.ROOT))
+        cls = type(self)
+        self.dataset_dir = osp.join(root, cls.dataset_dir)
+        self.image_dir = osp.join(self.dataset_dir, cls.image_dir) if cls.image_dir else self.dataset_dir
+        self.split_path = osp.join(self.dataset_dir, cls.split_file) if cls.split_file else ""
+        self.split_fewshot_dir = osp.join(self.dataset_dir, "split_fewshot")
+
+        missing = cls.first_missing_layout_path(self.dataset_dir)
+        if missing is not None:
+            raise self.missing_error(missing, root=root)
+
+        train, val, test = self.read_splits()
+        if not cls.evaluation_only:
+            mkdir_if_missing(self.split_fewshot_dir)
+            num_shots = cfg.DATASET.NUM_SHOTS
+            if num_shots >= 1:
+                train, val = self.load_or_draw_fewshot(train, val, num_shots, cfg.SEED)
+            subsample = cfg.DATASET.get("SUBSAMPLE_CLASSES", "all")
+            train, val, test = self.subsample_classes(train, val, test, subsample=subsample)
+        super().__init__(train_x=train, val=val, test=test)
+
+    # ------------------------------------------------------------------ layout and errors
+
+    @classmethod
+    def where_documented(cls) -> str:
+        """The pointer every error ends with; generated datasets override it."""
+        return f"see DATASETS.md#{cls.short_name}"
+
+    def missing_error(self, path: str, what: str = "", root: str | None = None) -> FileNotFoundError:
+        """One-line error naming the dataset, the missing path and the DATASETS.md section."""
+        if not what:
+            what = {self.dataset_dir: "dataset folder", self.split_path: "split file"}.get(path, "path")
+        under = f" (DATASET.ROOT={root})" if root and path == self.dataset_dir else ""
+        if path == self.split_path and self.raw_split_paths:
+            under = f" (or, to rebuild it, {', '.join(self.raw_split_paths)})"
+        return FileNotFoundError(f"{type(self).__name__}: missing {what} {path}{under}; {self.where_documented()}")
+
+    def content_error(self, source: str, detail: str) -> ValueError:
+        """One-line error for bad content in a data file, naming the file and the entry."""
+        return ValueError(f"{type(self).__name__}: {source}: {detail}; {self.where_documented()}")
+
+    @classmethod
+    def first_missing_layout_path(cls, dataset_dir: str) -> str | None:
+        """The first path of the expected layout that is absent (images aside), or None."""
+        for path in [dataset_dir, *(osp.join(dataset_dir, p) for p in cls.required_paths)]:
+            if not osp.exists(path):
+                return path
+        if cls.split_file:
+            split_path = osp.join(dataset_dir, cls.split_file)
+            if not osp.exists(split_path):
+                raw = cls.raw_split_paths
+                if raw is None or not all(osp.exists(osp.join(dataset_dir, p)) for p in raw):
+                    return split_path
+        return None
+
+    @classmethod
+    def first_missing_image(cls, dataset_dir: str) -> tuple[str | None, int]:
+        """(first missing image, count) among the images the split file lists; subclasses may widen it."""
+        if not cls.split_file or not osp.exists(osp.join(dataset_dir, cls.split_file)):
+            return None, 0
+        image_dir = osp.join(dataset_dir, cls.image_dir) if cls.image_dir else dataset_dir
+        splits = cls.parse_split_file(osp.join(dataset_dir, cls.split_file))
+        return first_missing_file(osp.join(image_dir, rel) for entries in splits.values() for rel, _, _ in entries)
+
+    # ------------------------------------------------------------------ split files
+
+    def read_splits(self) -> tuple[list[Datum], list[Datum] | None, list[Datum]]:
+        """(train, val, test): from the split JSON when present, else built from raw files and saved."""
+        if osp.exists(self.split_path):
+            return self.read_split(self.split_path, self.image_dir)
+        train, val, test = self.build_split()
+        self.save_split(train, val, test, self.split_path, self.image_dir)
+        return train, val, test
+
+    def build_split(self) -> tuple[list[Datum], list[Datum], list[Datum]]:
+        """Build (train, val, test) from the raw annotations; datasets that can do so override this."""
+        raise self.missing_error(self.split_path, "split file")
+
+    @classmethod
+    def parse_split_file(cls, filepath: str) -> dict[str, list[Entry]]:
+        """Read and validate a CoOp split JSON: ``{"train"|"val"|"test": [[rel_path, label, classname], ...]}``."""
+        name = cls.__name__
+
+        def bad(detail: str) -> ValueError:
+            return ValueError(f"{name}: split file {filepath}: {detail}; {cls.where_documented()}")
+
+        try:
+            with open(filepath) as f:
+                raw = json.load(f)
+        except json.JSONDecodeError as e:
+            raise bad(f"not valid JSON ({e})") from e
+        if not isinstance(raw, dict) or not all(isinstance(raw.get(s), list) for s in SPLIT_NAMES):
+            raise bad('expected an object with lists "train", "val" and "test"')
+
+        splits: dict[str, list[Entry]] = {}
+        names: dict[int, str] = {}
+        for split in SPLIT_NAMES:
+            entries = []
+            for i, entry in enumerate(raw[split]):
+                where = f'entry {split}[{i}] {json.dumps(entry)}'
+                if not (isinstance(entry, list) and len(entry) == 3 and isinstance(entry[0], str)
+                        and isinstance(entry[1], int) and not isinstance(entry[1], bool)
+                        and isinstance(entry[2], str)):
+                    raise bad(f"{where} is not [relative_path, integer_label, classname]")
+                rel, label, classname = entry
+                norm = osp.normpath(rel)
+                if osp.isabs(rel) or norm == ".." or norm.startswith(".." + os.sep):
+                    raise bad(f"{where} has a path outside the dataset folder")
+                if label < 0:
+                    raise bad(f"{where} has a negative label")
+                if names.setdefault(label, classname) != classname:
+                    raise bad(f'{where} names label {label} "{classname}", earlier "{names[label]}"')
+                entries.append((rel, label, classname))
+            splits[split] = entries
+
+        train_labels = {label for _, label, _ in splits["train"]}
+        if not train_labels:
+            raise bad('"train" is empty')
+        n_classes = max(train_labels) + 1
+        empty = sorted(set(range(n_classes)) - train_labels)
+        if empty:
+            raise bad(f"class {empty[0]} has no training image (labels must be contiguous 0..{n_classes - 1})")
+        for split in ("val", "test"):
+            for i, (rel, label, _) in enumerate(splits[split]):
+                if label >= n_classes:
+                    raise bad(f'entry {split}[{i}] "{rel}" has label {label}, outside the class range 0..{n_classes - 1}')
+        return splits
+
+    def read_split(self, filepath: str, path_prefix: str) -> tuple[list[Datum], list[Datum], list[Datum]]:
+        """CoOp's ``read_split``: Datums with paths joined to ``path_prefix``, checked in bulk."""
+        logger.info(f"Reading split from {filepath}")
+        splits = self.parse_split_file(filepath)
+        return tuple(
+            self.to_datums(((osp.join(path_prefix, rel), y, c) for rel, y, c in splits[s]), source=filepath)
+            for s in SPLIT_NAMES
+        )
+
+    def save_split(self, train, val, test, filepath: str, path_prefix: str) -> None:
+        """CoOp's ``save_split``: paths made relative to ``path_prefix``; written atomically."""
+        def relative(items):
+            out = []
+            for item in items:
+                rel = item.impath.replace(path_prefix, "", 1).lstrip("/")
+                out.append((rel, item.label, item.classname))
+            return out
+
+        split = {"train": relative(train), "val": relative(val), "test": relative(test)}
+        text = json.dumps(split, indent=4, separators=(",", ": "))
+        atomic_write_bytes(text.encode(), filepath)
+        logger.info(f"Saved split to {filepath}")
+
+    def require_files(self, paths: Iterable[str], source: str) -> None:
+        """Raise one error naming the first of ``paths`` (listed in ``source``) that does not exist."""
+        missing, count = first_missing_file(paths)
+        if missing is not None:
+            more = f" (and {count - 1} more)" if count > 1 else ""
+            raise self.missing_error(missing, f"image listed in {source}{more}:")
+
+    def to_datums(self, entries: Iterable[Entry], source: str) -> list[Datum]:
+        """Datums for (absolute path, label, classname) entries, checking every file exists in one pass."""
+        entries = list(entries)
+        self.require_files((path for path, _, _ in entries), source)
+        return [Datum.from_verified(impath=p, label=y, classname=c) for p, y, c in entries]
+
+    def read_text_lines(self, path: str) -> list[tuple[int, str]]:
+        """(line number, stripped text) of the non-blank lines of an annotation file that must exist."""
+        if not osp.isfile(path):
+            raise self.missing_error(path, "annotation file")
+        with open(path) as f:
+            return [(n, line.strip()) for n, line in enumerate(f, start=1) if line.strip()]
+
+    @staticmethod
+    def split_trainval(trainval: Sequence[Datum], p_val: float = 0.2) -> tuple[list[Datum], list[Datum]]:
+        """Per label, shuffle and move ``round(n * p_val)`` items to val (same draws as CoOp)."""
+        logger.info(f"Splitting trainval into {1 - p_val:.0%} train and {p_val:.0%} val")
+        indices_by_label: dict[int, list[int]] = defaultdict(list)
+        for index, item in enumerate(trainval):
+            indices_by_label[item.label].append(index)
+        train, val = [], []
+        for label, indices in indices_by_label.items():
+            n_val = round(len(indices) * p_val)
+            if n_val < 1:
+                raise ValueError(f"split_trainval: class {label} has {len(indices)} images, too few for a val part")
+            random.shuffle(indices)
+            val.extend(trainval[i] for i in indices[:n_val])
+            train.extend(trainval[i] for i in indices[n_val:])
+        return train, val
+
+    def read_and_split_data(
+        self,
+        image_dir: str,
+        p_trn: float = 0.5,
+        p_val: float = 0.2,
+        ignored: Sequence[str] = (),
+        new_cnames: dict[str, str] | None = None,
+    ) -> tuple[list[Datum], list[Datum], list[Datum]]:
+        """Split one-folder-per-class images per class into train/val/test (labels = sorted folder order)."""
+        categories = sorted(c for c in listdir_nohidden(image_dir) if c not in ignored)
+        logger.info(f"Splitting into {p_trn:.0%} train, {p_val:.0%} val, and {1 - p_trn - p_val:.0%} test")
+        parts: tuple[list[Datum], list[Datum], list[Datum]] = ([], [], [])
+        for label, category in enumerate(categories):
+            category_dir = osp.join(image_dir, category)
+            # Sorted before shuffling so the split depends on the seed only, not on the filesystem.
+            images = [osp.join(category_dir, name) for name in listdir_nohidden(category_dir, sort=True)]
+            random.shuffle(images)
+            n_train, n_val = round(len(images) * p_trn), round(len(images) * p_val)
+            if n_train < 1 or n_val < 1 or len(images) - n_train - n_val < 1:
+                raise self.content_error(category_dir, f"{len(images)} images are too few to split into train/val/test")
+            classname = (new_cnames or {}).get(category, category)
+            bounds = (0, n_train, n_train + n_val, len(images))
+            for part, start, stop in zip(parts, bounds[:-1], bounds[1:]):
+                part.extend(Datum.from_verified(impath=p, label=label, classname=classname) for p in images[start:stop])
+        return parts
+
+    # ------------------------------------------------------------------ few-shot caches
+
+    def fewshot_cache_path(self, num_shots: int, seed: int) -> str:
+        return osp.join(self.split_fewshot_dir, f"shot_{num_shots}-seed_{seed}.pkl")
+
+    def load_or_draw_fewshot(self, train, val, num_shots: int, seed: int):
+        """Reuse ``split_fewshot/shot_K-seed_S.pkl`` when present; otherwise draw it and save it."""
+        path = self.fewshot_cache_path(num_shots, seed)
+        if osp.exists(path):
+            logger.info(f"Loading preprocessed few-shot data from {path}")
+            cached = self._load_fewshot_cache(path)
+            return cached["train"], (cached["val"] if self.fewshot_val else val)
+        train = self.generate_fewshot_dataset(train, num_shots=num_shots)
+        cache = {"train": train}
+        if self.fewshot_val:
+            val = self.generate_fewshot_dataset(val, num_shots=min(num_shots, 4))
+            cache["val"] = val
+        logger.info(f"Saving preprocessed few-shot data to {path}")
+        atomic_write_bytes(pickle.dumps(cache, protocol=pickle.HIGHEST_PROTOCOL), path)
+        return train, val
+
+    def _load_fewshot_cache(self, path: str) -> dict[str, list[Datum]]:
+        try:
+            with open(path, "rb") as f:
+                cached = pickle.load(f)
+        except Exception as e:  # a torn or foreign file: say which one and how to recover
+            raise self.content_error(path, f"unreadable few-shot cache ({e}); delete it to draw it again") from e
+        keys = ("train", "val") if self.fewshot_val else ("train",)
+        if not isinstance(cached, dict) or not all(isinstance(cached.get(k), list) for k in keys):
+            raise self.content_error(path, f"a few-shot cache must be a dict with lists {keys}; delete it to redraw")
+        # Unpickling skips Datum's file check; a cache made under another DATASET.ROOT points elsewhere.
+        for key in keys:
+            missing, _ = first_missing_file(item.impath for item in cached[key])
+            if missing is not None:
+                raise self.content_error(path, f"{key} lists {missing}, which does not exist; delete the cache to redraw")
+        return cached
+
+    # ------------------------------------------------------------------ base / new classes
+
+    @staticmethod
+    def subsample_classes(*args: Sequence[Datum], subsample: str = "all") -> list[list[Datum]] | tuple:
+        """Keep the first ceil(n/2) sorted labels of ``args[0]`` ("base") or the rest ("new"), relabelled from 0."""
+        if subsample not in SUBSAMPLE_CHOICES:
+            raise ValueError(f'DATASET.SUBSAMPLE_CLASSES is "{subsample}"; valid choices: {list(SUBSAMPLE_CHOICES)}')
+        if subsample == "all":
+            return args
+        labels = sorted({item.label for item in args[0]})
+        half = math.ceil(len(labels) / 2)
+        selected = labels[:half] if subsample == "base" else labels[half:]
+        logger.info(f"SUBSAMPLE {subsample.upper()} CLASSES!")
+        relabel = {old: new for new, old in enumerate(selected)}
+        return [
+            [
+                Datum.from_verified(impath=item.impath, label=relabel[item.label], classname=item.classname)
+                for item in items
+                if item.label in relabel
+            ]
+            for items in args
+        ]
