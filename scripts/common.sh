@@ -1,0 +1,228 @@
+# Shared pieces of scripts/train.sh and scripts/test.sh. Source it; do not run it.
+#
+# The caller sets REPO (the repository root) before sourcing. Everything here is a
+# function or a default read from the environment, so both scripts agree on the
+# output layout, the skip rule and the way train.py is called.
+
+readonly TASKS="base2new cross-dataset domain-generalization"
+readonly CROSS_DATASET_TARGETS="caltech101 oxford_pets stanford_cars oxford_flowers food101 fgvc_aircraft sun397 dtd eurosat ucf101"
+readonly DG_TARGETS="imagenetv2 imagenet_sketch imagenet_a imagenet_r"
+readonly EXIT_USAGE=2
+
+# Settings from the environment, with the defaults documented in the usage text.
+load_settings() {
+    DATA="${DATA:-$REPO/data}"
+    TRAINER="${TRAINER:-GOPro}"
+    CFG="${CFG:-vit_b16}"
+    SEEDS="${SEEDS:-1 2 3}"
+    SHOTS="${SHOTS:-16}"
+    OUTPUT="${OUTPUT:-output}"
+    OPTS="${OPTS:-}"
+    SOURCE="${SOURCE:-imagenet}"
+    if [[ -z "${PYTHON:-}" ]]; then
+        if [[ -x "$REPO/.venv/bin/python" ]]; then
+            PYTHON="$REPO/.venv/bin/python"
+        else
+            PYTHON="python3"
+        fi
+    fi
+}
+
+# The default targets depend on the task, so they are resolved after the task is known.
+default_targets() {
+    local task="$1"
+    case "$task" in
+        cross-dataset) echo "$CROSS_DATASET_TARGETS" ;;
+        domain-generalization) echo "$DG_TARGETS" ;;
+        *) echo "" ;;
+    esac
+}
+
+# Dataset names are the basenames of configs/datasets/*.yaml, so a new dataset
+# needs no edit here.
+available_datasets() {
+    local file names=()
+    for file in "$REPO"/configs/datasets/*.yaml; do
+        [[ -e "$file" ]] || continue
+        names+=("$(basename "$file" .yaml)")
+    done
+    echo "${names[*]:-}"
+}
+
+available_trainer_configs() {
+    local file names=()
+    for file in "$REPO"/configs/trainers/*/*.yaml; do
+        [[ -e "$file" ]] || continue
+        names+=("$(basename "$(dirname "$file")")/$(basename "$file" .yaml)")
+    done
+    echo "${names[*]:-}"
+}
+
+print_usage() {
+    local script="$1" role="$2"
+    cat <<EOF
+Usage: bash scripts/$script DATASET TASK
+
+$role
+
+TASK is one of: $TASKS
+  base2new               train on the base half of DATASET's classes (train.sh; its final
+                         test is the base accuracy), evaluate on the new half (test.sh)
+  cross-dataset          train on SOURCE with all classes (train.sh DATASET with DATASET =
+                         SOURCE); evaluate that model on each of TARGETS (test.sh SOURCE), or
+                         on one dataset only (test.sh DATASET)
+  domain-generalization  as cross-dataset, with the ImageNet variants as TARGETS; reuses the
+                         cross-dataset source model when it was trained with the same arguments
+
+DATASET is one of (configs/datasets/*.yaml):
+  $(available_datasets)
+
+Environment (defaults in brackets):
+  DATA     data root [\$REPO/data]
+  TRAINER  trainer name [GOPro]          CFG  trainer config [vit_b16]
+           (available TRAINER/CFG: $(available_trainer_configs))
+  SEEDS    seeds [1 2 3]                 SHOTS  shots per class [16]
+  OUTPUT   output root, relative to the current folder [output]
+  OPTS     extra KEY VALUE overrides for train.py, e.g. OPTS="OPTIM.MAX_EPOCH 1";
+           quote a value holding spaces: OPTS="TRAINER.COOP.CTX_INIT 'a photo of a'"
+  PYTHON   interpreter [\$REPO/.venv/bin/python if present, else python3]
+  SOURCE   source dataset of cross-dataset / domain-generalization [imagenet]
+  TARGETS  target datasets [cross-dataset: the 10 other benchmarks;
+           domain-generalization: $DG_TARGETS]
+
+Output: \$OUTPUT/TASK/TRAINER/CFG/DATASET/shots_SHOTS/seedS/{train_base,test_new,train_source,test_<target>}
+A run folder whose log.txt already holds a result is skipped; an interrupted one is run again.
+EOF
+}
+
+# One line naming the bad value, then the usage text; exit code 2 as for any usage error.
+usage_error() {
+    local script="$1" role="$2" message="$3"
+    {
+        echo "error: $message"
+        echo
+        print_usage "$script" "$role"
+    } >&2
+    exit "$EXIT_USAGE"
+}
+
+is_word_in() {
+    local word="$1" list="$2" item
+    for item in $list; do
+        [[ "$item" == "$word" ]] && return 0
+    done
+    return 1
+}
+
+# Check DATASET, TASK, TRAINER/CFG, SEEDS, SHOTS and every target before any run starts,
+# so a typo never costs a training run.
+validate_arguments() {
+    local script="$1" role="$2" dataset="$3" task="$4" targets="$5"
+    local datasets name
+    datasets="$(available_datasets)"
+    if ! is_word_in "$task" "$TASKS"; then
+        usage_error "$script" "$role" "unknown TASK '$task'; valid tasks: $TASKS"
+    fi
+    if ! is_word_in "$dataset" "$datasets"; then
+        usage_error "$script" "$role" "unknown DATASET '$dataset' (no configs/datasets/$dataset.yaml); valid datasets: $datasets"
+    fi
+    for name in $targets; do
+        if ! is_word_in "$name" "$datasets"; then
+            usage_error "$script" "$role" "unknown dataset '$name' in TARGETS; valid datasets: $datasets"
+        fi
+    done
+    if [[ "$task" != base2new ]] && ! is_word_in "$SOURCE" "$datasets"; then
+        usage_error "$script" "$role" "unknown SOURCE '$SOURCE'; valid datasets: $datasets"
+    fi
+    if [[ ! -f "$(trainer_config_file)" ]]; then
+        usage_error "$script" "$role" "no trainer config configs/trainers/$TRAINER/$CFG.yaml for TRAINER='$TRAINER' CFG='$CFG'; available TRAINER/CFG: $(available_trainer_configs)"
+    fi
+    if [[ -z "${SEEDS// /}" ]]; then
+        usage_error "$script" "$role" "SEEDS is empty; give one or more integers, e.g. SEEDS=\"1 2 3\""
+    fi
+    for name in $SEEDS; do
+        [[ "$name" =~ ^[0-9]+$ ]] || usage_error "$script" "$role" "SEEDS holds '$name'; seeds are non-negative integers"
+    done
+    [[ "$SHOTS" =~ ^[1-9][0-9]*$ ]] || usage_error "$script" "$role" "SHOTS is '$SHOTS'; give a positive integer"
+    if ! printf '%s' "$OPTS" | xargs printf '%s\0' >/dev/null 2>&1; then
+        usage_error "$script" "$role" "OPTS has an unmatched quote: $OPTS"
+    fi
+}
+
+trainer_config_file() {
+    echo "$REPO/configs/trainers/$TRAINER/$CFG.yaml"
+}
+
+dataset_config_file() {
+    echo "$REPO/configs/datasets/$1.yaml"
+}
+
+is_zero_shot() {
+    [[ "$TRAINER" == ZeroshotCLIP ]]
+}
+
+# $OUTPUT/<TASK>/<TRAINER>/<CFG>/<DATASET>/shots_<K>/seed<S>: one folder per seed, the
+# runs of that seed (train_base, test_new, train_source, test_<target>) inside it.
+seed_dir() {
+    local task="$1" dataset="$2" seed="$3"
+    echo "$OUTPUT/$task/$TRAINER/$CFG/$dataset/shots_$SHOTS/seed$seed"
+}
+
+# The skip rule of upstream's parser: a result is a "* accuracy:" line after "=> result".
+has_result() {
+    local run_dir="$1"
+    [[ -f "$run_dir/log.txt" ]] || return 1
+    awk '/=> result/ { seen = 1 } seen && /\* accuracy: / { found = 1 } END { exit !found }' "$run_dir/log.txt"
+}
+
+# An interrupted run left a log.txt without a result. The engine would write the rerun's
+# log beside it under a timestamped name, where the skip rule and tools/results.py do not
+# look, so the stale log is moved aside first; checkpoints stay, and training resumes.
+set_aside_stale_log() {
+    local run_dir="$1" stamp
+    if [[ -f "$run_dir/log.txt" ]]; then
+        stamp="$(date +%Y%m%d-%H%M%S)"
+        mv "$run_dir/log.txt" "$run_dir/log.txt.interrupted-$stamp"
+        echo "note: $run_dir has no result yet; its old log is now log.txt.interrupted-$stamp"
+    fi
+}
+
+# OPTS split like a shell command line (quotes group words; nothing is executed). Its
+# quoting was checked by validate_arguments, as a failure inside <(...) would go unseen.
+parse_opts() {
+    OPTS_ARRAY=()
+    if [[ -n "${OPTS// /}" ]]; then
+        mapfile -d '' OPTS_ARRAY < <(printf '%s' "$OPTS" | xargs printf '%s\0')
+    fi
+}
+
+# Arguments of train.py shared by every run; the caller appends run-specific ones.
+# Sets TRAIN_PY_ARGS.
+base_train_py_args() {
+    local dataset="$1" seed="$2"
+    TRAIN_PY_ARGS=(
+        --root "$DATA"
+        --seed "$seed"
+        --trainer "$TRAINER"
+        --dataset-config-file "$(dataset_config_file "$dataset")"
+        --config-file "$(trainer_config_file)"
+    )
+}
+
+# Run train.py into run_dir unless a result is there already. Arguments after run_dir are
+# train.py's flags, then its trailing KEY VALUE options; OPTS comes last so it wins.
+run_once() {
+    local run_dir="$1"
+    shift
+    if has_result "$run_dir"; then
+        echo "skip: $run_dir already holds a result"
+        return 0
+    fi
+    set_aside_stale_log "$run_dir"
+    echo "run:  $run_dir"
+    "$PYTHON" "$REPO/train.py" --output-dir "$run_dir" "$@" "${OPTS_ARRAY[@]}"
+    if ! has_result "$run_dir"; then
+        echo "error: train.py finished but $run_dir/log.txt holds no '* accuracy:' line after '=> result'" >&2
+        exit 1
+    fi
+}

@@ -1,0 +1,300 @@
+"""scripts/train.sh and scripts/test.sh: usage errors, the train.py calls of each protocol, and
+an end-to-end run of all three protocols with the real engine on fake data and a tiny CLIP.
+
+Most tests run copies of the scripts in a scratch repository whose train.py is a recorder: it
+notes its arguments and writes a log with a result, as the engine does. That checks the
+protocol wiring in milliseconds and without the engine; the last tests use the real one.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tools import results
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPTS = ("common.sh", "train.sh", "test.sh")
+FAKE_DATASETS = ("caltech101", "dtd", "imagenet", "imagenetv2", "imagenet_sketch")
+
+# Stands in for the engine: records argv as one JSON line, then writes a finished log, or
+# an unfinished one (exit 1) when the output folder is named in FAKE_INTERRUPT.
+RECORDING_TRAIN_PY = '''
+import json, os, sys
+args = sys.argv[1:]
+out = args[args.index("--output-dir") + 1]
+with open(os.environ["FAKE_RECORD"], "a") as record:
+    record.write(json.dumps(args) + "\\n")
+os.makedirs(out, exist_ok=True)
+log = os.path.join(out, "log.txt")
+if os.path.exists(log):
+    log += "-rerun"
+interrupted = os.environ.get("FAKE_INTERRUPT") and out.endswith(os.environ["FAKE_INTERRUPT"])
+with open(log, "w") as handle:
+    handle.write("Finish training\\n" if interrupted else "Finish training\\n=> result\\n* accuracy: 50.0%\\n")
+sys.exit(1 if interrupted else 0)
+'''
+
+
+@pytest.fixture()
+def scratch_repo(tmp_path: Path) -> Path:
+    """The real scripts, a few dataset configs, two trainer configs and the recording train.py."""
+    repo = tmp_path / "repo"
+    (repo / "scripts").mkdir(parents=True)
+    for name in SCRIPTS:
+        shutil.copy(REPO / "scripts" / name, repo / "scripts" / name)
+    (repo / "configs" / "datasets").mkdir(parents=True)
+    for name in FAKE_DATASETS:
+        (repo / "configs" / "datasets" / f"{name}.yaml").write_text("DATASET:\n  NAME: X\n")
+    for trainer in ("CoOp", "ZeroshotCLIP"):
+        (repo / "configs" / "trainers" / trainer).mkdir(parents=True)
+        (repo / "configs" / "trainers" / trainer / "tiny.yaml").write_text("OPTIM:\n  MAX_EPOCH: 1\n")
+    (repo / "train.py").write_text(RECORDING_TRAIN_PY)
+    return repo
+
+
+class Runner:
+    """Runs a script of the scratch repo from a separate working folder and reads the record."""
+
+    def __init__(self, repo: Path, workdir: Path) -> None:
+        self.repo, self.workdir = repo, workdir
+        self.record = workdir / "calls.jsonl"
+        workdir.mkdir(exist_ok=True)
+
+    def __call__(self, script: str, *args: str, **env: str) -> subprocess.CompletedProcess:
+        full_env = {
+            "PATH": os.environ["PATH"], "PYTHON": sys.executable, "FAKE_RECORD": str(self.record),
+            "TRAINER": "CoOp", "CFG": "tiny", "SEEDS": "1", "SHOTS": "2", "DATA": "/data",
+        }
+        full_env.update(env)
+        return subprocess.run(["bash", str(self.repo / "scripts" / script), *args], cwd=self.workdir,
+                              env=full_env, capture_output=True, text=True, timeout=60)
+
+    def calls(self) -> list[list[str]]:
+        if not self.record.exists():
+            return []
+        return [json.loads(line) for line in self.record.read_text().splitlines()]
+
+
+@pytest.fixture()
+def run(scratch_repo: Path, tmp_path: Path) -> Runner:
+    return Runner(scratch_repo, tmp_path / "work")
+
+
+def option(call: list[str], flag: str) -> str:
+    return call[call.index(flag) + 1]
+
+
+BOOLEAN_FLAGS = {"--eval-only", "--no-train"}
+
+
+def overrides(call: list[str]) -> dict[str, str]:
+    """The trailing KEY VALUE pairs, i.e. what follows train.py's flags."""
+    index = 0
+    while index < len(call) and call[index].startswith("--"):
+        index += 1 if call[index] in BOOLEAN_FLAGS else 2
+    pairs = call[index:]
+    assert len(pairs) % 2 == 0, f"odd KEY VALUE list: {pairs}"
+    return dict(zip(pairs[::2], pairs[1::2]))
+
+
+# ---------------------------------------------------------------------------- usage errors
+
+
+@pytest.mark.parametrize("script", ["train.sh", "test.sh"])
+def test_usage_errors_exit_2_and_list_the_valid_names(run: Runner, script: str) -> None:
+    result = run(script)
+    assert result.returncode == 2 and "Usage: bash scripts/" in result.stderr
+
+    result = run(script, "caltech101", "fewshot")
+    assert result.returncode == 2
+    assert "unknown TASK 'fewshot'; valid tasks: base2new cross-dataset domain-generalization" in result.stderr
+
+    result = run(script, "cifar10", "base2new")
+    assert result.returncode == 2
+    assert "unknown DATASET 'cifar10'" in result.stderr
+    assert "valid datasets: caltech101 dtd imagenet imagenet_sketch imagenetv2" in result.stderr
+
+    result = run(script, "caltech101", "base2new", OPTS="TRAINER.COOP.CTX_INIT 'a photo")
+    assert result.returncode == 2 and "OPTS has an unmatched quote" in result.stderr
+
+    result = run(script, "caltech101", "base2new", SHOTS="0")
+    assert result.returncode == 2 and "SHOTS is '0'; give a positive integer" in result.stderr
+
+    result = run(script, "caltech101", "base2new", TRAINER="GoPro")
+    assert result.returncode == 2 and "available TRAINER/CFG: CoOp/tiny ZeroshotCLIP/tiny" in result.stderr
+
+    assert run.calls() == []
+
+
+def test_unknown_target_is_a_usage_error(run: Runner) -> None:
+    result = run("test.sh", "imagenet", "cross-dataset", TARGETS="dtd nope")
+    assert result.returncode == 2 and "unknown dataset 'nope' in TARGETS" in result.stderr
+    assert run.calls() == []
+
+
+def test_transfer_training_only_on_the_source(run: Runner) -> None:
+    result = run("train.sh", "dtd", "cross-dataset")
+    assert result.returncode == 2
+    assert "DATASET is 'dtd' but SOURCE is 'imagenet'" in result.stderr
+    assert run.calls() == []
+
+
+# ---------------------------------------------------------------------------- protocol wiring
+
+
+def test_base2new_train_then_test(run: Runner) -> None:
+    opts = "OPTIM.MAX_EPOCH 3 TRAINER.COOP.CTX_INIT 'a photo of a'"
+    assert run("train.sh", "caltech101", "base2new", SEEDS="1 2", OPTS=opts).returncode == 0
+    seed1 = "output/base2new/CoOp/tiny/caltech101/shots_2/seed1"
+    train_calls = run.calls()
+    assert [option(c, "--output-dir") for c in train_calls] == [
+        f"{seed1}/train_base", "output/base2new/CoOp/tiny/caltech101/shots_2/seed2/train_base"]
+    first = train_calls[0]
+    assert option(first, "--root") == "/data" and option(first, "--seed") == "1"
+    assert option(first, "--dataset-config-file") == str(run.repo / "configs/datasets/caltech101.yaml")
+    assert option(first, "--config-file") == str(run.repo / "configs/trainers/CoOp/tiny.yaml")
+    assert "--eval-only" not in first
+    assert overrides(first) == {"DATASET.NUM_SHOTS": "2", "DATASET.SUBSAMPLE_CLASSES": "base",
+                                "OPTIM.MAX_EPOCH": "3", "TRAINER.COOP.CTX_INIT": "a photo of a"}
+    assert first[-2:] == ["TRAINER.COOP.CTX_INIT", "a photo of a"]  # OPTS last: it wins
+
+    assert run("test.sh", "caltech101", "base2new", SEEDS="1 2", OPTS=opts).returncode == 0
+    test_call = run.calls()[2]
+    assert option(test_call, "--output-dir") == f"{seed1}/test_new"
+    assert "--eval-only" in test_call and option(test_call, "--model-dir") == f"{seed1}/train_base"
+    assert "--load-epoch" not in test_call  # the engine loads the latest checkpoint
+    assert overrides(test_call)["DATASET.SUBSAMPLE_CLASSES"] == "new"
+
+    again = run("train.sh", "caltech101", "base2new", SEEDS="1 2")
+    assert again.returncode == 0 and again.stdout.count("skip:") == 2
+    assert len(run.calls()) == 4
+
+
+def test_interrupted_run_is_run_again_with_its_old_log_set_aside(run: Runner) -> None:
+    result = run("train.sh", "caltech101", "base2new", FAKE_INTERRUPT="train_base")
+    assert result.returncode == 1  # train.py's failure is the script's failure
+    run_dir = run.workdir / "output/base2new/CoOp/tiny/caltech101/shots_2/seed1/train_base"
+    assert (run_dir / "log.txt").read_text() == "Finish training\n"
+
+    assert run("train.sh", "caltech101", "base2new").returncode == 0
+    assert len(run.calls()) == 2
+    assert "* accuracy: 50.0%" in (run_dir / "log.txt").read_text()
+    assert len(list(run_dir.glob("log.txt.interrupted-*"))) == 1
+
+
+def test_testing_before_training_names_the_missing_step(run: Runner) -> None:
+    result = run("test.sh", "caltech101", "base2new")
+    assert result.returncode == 1
+    assert "run 'bash scripts/train.sh caltech101 base2new' first" in result.stderr
+    assert run.calls() == []
+
+
+def test_cross_dataset_and_dg_share_the_source_model(run: Runner) -> None:
+    assert run("train.sh", "imagenet", "cross-dataset").returncode == 0
+    (source_call,) = run.calls()
+    assert option(source_call, "--output-dir") == "output/cross-dataset/CoOp/tiny/imagenet/shots_2/seed1/train_source"
+    assert overrides(source_call) == {"DATASET.NUM_SHOTS": "2"}  # all classes
+    assert "--eval-only" not in source_call
+
+    reuse = run("train.sh", "imagenet", "domain-generalization")
+    assert reuse.returncode == 0 and "reuse:" in reuse.stdout
+    assert len(run.calls()) == 1
+    dg_seed = run.workdir / "output/domain-generalization/CoOp/tiny/imagenet/shots_2/seed1"
+    assert (dg_seed / "train_source").is_symlink()
+    assert (dg_seed / "train_source" / "log.txt").is_file()
+
+    targets = "imagenetv2 imagenet_sketch"
+    assert run("test.sh", "imagenet", "domain-generalization", TARGETS=targets).returncode == 0
+    target_calls = run.calls()[1:]
+    assert [option(c, "--output-dir") for c in target_calls] == [
+        "output/domain-generalization/CoOp/tiny/imagenet/shots_2/seed1/test_imagenetv2",
+        "output/domain-generalization/CoOp/tiny/imagenet/shots_2/seed1/test_imagenet_sketch"]
+    for call, target in zip(target_calls, targets.split()):
+        assert option(call, "--dataset-config-file").endswith(f"configs/datasets/{target}.yaml")
+        assert "--eval-only" in call
+        assert option(call, "--model-dir") == "output/domain-generalization/CoOp/tiny/imagenet/shots_2/seed1/train_source"
+        assert "DATASET.SUBSAMPLE_CLASSES" not in call
+
+    # One target only: DATASET names it, the model is still SOURCE's.
+    assert run("test.sh", "dtd", "cross-dataset").returncode == 0
+    dtd_call = run.calls()[-1]
+    assert option(dtd_call, "--output-dir").endswith("cross-dataset/CoOp/tiny/imagenet/shots_2/seed1/test_dtd")
+
+
+def test_dg_trains_its_own_source_model_when_arguments_differ(run: Runner) -> None:
+    assert run("train.sh", "imagenet", "cross-dataset").returncode == 0
+    assert run("train.sh", "imagenet", "domain-generalization", OPTS="OPTIM.MAX_EPOCH 5").returncode == 0
+    assert len(run.calls()) == 2
+    dg_run = run.workdir / "output/domain-generalization/CoOp/tiny/imagenet/shots_2/seed1/train_source"
+    assert dg_run.is_dir() and not dg_run.is_symlink()
+
+
+def test_zero_shot_clip_evaluates_without_a_model(run: Runner) -> None:
+    env = {"TRAINER": "ZeroshotCLIP"}
+    assert run("train.sh", "caltech101", "base2new", **env).returncode == 0
+    assert run("test.sh", "caltech101", "base2new", **env).returncode == 0
+    base_call, new_call = run.calls()
+    for call in (base_call, new_call):
+        assert "--eval-only" in call and "--model-dir" not in call
+    assert option(base_call, "--output-dir").endswith("ZeroshotCLIP/tiny/caltech101/shots_2/seed1/train_base")
+    assert overrides(base_call) == {"DATASET.SUBSAMPLE_CLASSES": "base"}
+    assert overrides(new_call) == {"DATASET.SUBSAMPLE_CLASSES": "new"}
+
+
+# ---------------------------------------------------------------------------- end to end
+
+
+@pytest.fixture()
+def real_run(tmp_path: Path, fake_data_root: str, tiny_clip_path: str):
+    """Runs the repository's own scripts with the real engine, CoOp tiny, one seed, two shots."""
+
+    def call(script: str, *args: str, **env: str) -> subprocess.CompletedProcess:
+        full_env = dict(os.environ, DATA=fake_data_root, TRAINER="CoOp", CFG="tiny", SEEDS="1",
+                        SHOTS="2", OUTPUT=str(tmp_path / "output"),
+                        OPTS=f"OPTIM.MAX_EPOCH 1 MODEL.BACKBONE.NAME {tiny_clip_path}")
+        full_env.update(env)
+        result = subprocess.run(["bash", str(REPO / "scripts" / script), *args], cwd=tmp_path,
+                                env=full_env, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, f"{script} {args} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        return result
+
+    return call
+
+
+def results_command(tree: Path, capsys) -> str:
+    """tools/results.py in-process (its command line is covered by tests/test_results.py)."""
+    assert results.main([str(tree)]) == 0
+    return capsys.readouterr().out
+
+
+def test_end_to_end_base2new(real_run, tmp_path: Path, capsys) -> None:
+    real_run("train.sh", "caltech101", "base2new")
+    real_run("test.sh", "caltech101", "base2new")
+    tree = tmp_path / "output" / "base2new"
+    printed = results_command(tree, capsys)
+    assert "### base2new — CoOp / tiny, 2 shots" in printed
+    row = next(line for line in printed.splitlines() if line.startswith("| caltech101 |"))
+    assert "—" not in row and row.endswith("| 1/1 |")
+    assert (tree / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_end_to_end_cross_dataset_and_domain_generalization(real_run, tmp_path: Path, capsys) -> None:
+    real_run("train.sh", "imagenet", "cross-dataset")
+    real_run("test.sh", "imagenet", "cross-dataset", TARGETS="caltech101")
+    real_run("train.sh", "imagenet", "domain-generalization")  # reuses the source model
+    real_run("test.sh", "imagenet", "domain-generalization", TARGETS="imagenetv2")
+    for task, target in (("cross-dataset", "caltech101"), ("domain-generalization", "imagenetv2")):
+        tree = tmp_path / "output" / task
+        printed = results_command(tree, capsys)
+        assert f"### {task} — CoOp / tiny, 2 shots, source imagenet" in printed
+        for name in ("imagenet", target):
+            row = next(line for line in printed.splitlines() if line.startswith(f"| {name} |"))
+            assert "—" not in row
+        assert (tree / "results.png").is_file()
+    assert (tmp_path / "output/domain-generalization/CoOp/tiny/imagenet/shots_2/seed1/train_source").is_symlink()
