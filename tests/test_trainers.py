@@ -1,0 +1,201 @@
+"""Shared prompt pieces, losses, views, the CoOp/CoCoOp/zero-shot modules, and all trainers through train.py."""
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+import clip
+from trainers.cocoop import CoCoOpNet, CoCoOpPromptLearner
+from trainers.coop import CoOpNet, CoOpPromptLearner
+from trainers.losses import consistency_loss, simclr_loss
+from trainers.prompting import ClassPrompts, check_context_fits, check_input_size, init_context, zeroshot_template
+from trainers.zsclip import ZeroshotClassifier
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CLASSNAMES = ["dog", "sea_lion", "golden retriever"]
+
+
+@pytest.fixture(scope="module")
+def vit(tiny_clip_path):
+    return clip.load(tiny_clip_path)
+
+
+def tiny_cfg(method="GOPro"):
+    from dassl.config import get_cfg_default
+
+    import trainers  # noqa: F401  (registers the config extensions)
+
+    cfg = get_cfg_default()
+    cfg.merge_from_file(os.path.join(REPO, "configs", "trainers", method, "tiny.yaml"))
+    return cfg
+
+
+# ---- prompting ----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("position,template", [("end", "X X X {}."), ("front", "{} X X X."), ("middle", "X {} X X.")])
+def test_class_prompts_put_the_class_name_where_asked(vit, position, template):
+    prompts = ClassPrompts(vit, CLASSNAMES, n_ctx=3, position=position)
+    ctx = torch.zeros(len(CLASSNAMES), 3, vit.text_width)
+    embeddings, tokens = prompts.embed(ctx, torch.arange(len(CLASSNAMES)))
+    expected = clip.tokenize([template.format(n.replace("_", " ")) for n in CLASSNAMES])[:, : tokens.shape[1]]
+    assert torch.equal(tokens, expected)
+    assert tokens.shape[1] == int(tokens.argmax(-1).max()) + 1  # cut right after the longest EOT
+    name_rows = tokens != clip.tokenize(["X"])[0, 1]
+    assert torch.equal(embeddings[name_rows], vit.token_embedding(tokens)[name_rows])
+
+
+def test_class_prompt_buffers_stay_out_of_the_state_dict(vit):
+    assert ClassPrompts(vit, CLASSNAMES, n_ctx=2, position="middle").state_dict() == {}
+
+
+def test_context_init_from_words_uses_their_embeddings(vit):
+    ctx = init_context(vit, 16, "a photo of a")
+    ids = clip.tokenize(["a photo of a"])[0, 1:5]
+    assert torch.equal(ctx, vit.token_embedding(ids))
+    torch.manual_seed(0)
+    random = init_context(vit, 5, "", n_cls=3)
+    assert random.shape == (3, 5, vit.text_width) and 0.01 < random.std() < 0.03
+
+
+def test_config_checks_name_the_key(vit):
+    with pytest.raises(ValueError, match="TRAINER.COOP.N_CTX 70"):
+        check_context_fits(70, ["a very long class name indeed"], vit.context_length, "TRAINER.COOP.N_CTX")
+    cfg = tiny_cfg()
+    cfg.INPUT.SIZE = (224, 224)
+    with pytest.raises(ValueError, match=r"INPUT.SIZE .*\(32, 32\)"):
+        check_input_size(cfg, vit)
+    with pytest.raises(ValueError, match="CLASS_TOKEN_POSITION"):
+        ClassPrompts(vit, CLASSNAMES, 2, position="left")
+
+
+def test_zeroshot_templates_have_a_default():
+    assert zeroshot_template("EuroSAT") == "a centered satellite photo of {}."
+    assert zeroshot_template("SomethingNew") == "a photo of a {}."
+
+
+# ---- losses -------------------------------------------------------------------------------------------------
+
+def test_simclr_matches_a_direct_nt_xent_and_is_symmetric():
+    torch.manual_seed(0)
+    za, zb = torch.randn(5, 8), torch.randn(5, 8)
+    a, b = F.normalize(za, dim=-1), F.normalize(zb, dim=-1)
+    expected = []
+    for anchors, others in ((a, b), (b, a)):
+        for i in range(5):
+            negatives_same = torch.cat([anchors[:i], anchors[i + 1 :]])
+            logits = torch.cat([others @ anchors[i], negatives_same @ anchors[i]]) / 0.1
+            expected.append(torch.logsumexp(logits, 0) - logits[i])
+    torch.testing.assert_close(simclr_loss(za, zb, 0.1), torch.stack(expected).mean())
+    torch.testing.assert_close(simclr_loss(za, zb, 0.1), simclr_loss(zb, za, 0.1))
+    assert simclr_loss(za, za, 0.1) < simclr_loss(za, zb, 0.1)
+
+
+def test_consistency_sums_mse_over_views():
+    x, y, z = torch.zeros(2, 3), torch.ones(2, 3), torch.full((2, 3), 2.0)
+    assert consistency_loss(x, [y, z]) == 5.0
+    assert consistency_loss(x, [x.clone()]) == 0
+
+
+# ---- views --------------------------------------------------------------------------------------------------
+
+def test_views_are_three_normalised_tensors_from_pixels():
+    from trainers.views import _blur_kernel, build_view_transforms
+
+    cfg = tiny_cfg()
+    views = build_view_transforms(cfg)
+    assert set(views) == {"img", "img_moco", "img_augmix"}
+    torch.manual_seed(0)
+    image = Image.new("RGB", (48, 40), (200, 30, 90))
+    out = {k: t(image) for k, t in views.items()}
+    mean = torch.tensor(cfg.INPUT.PIXEL_MEAN)[:, None, None]
+    std = torch.tensor(cfg.INPUT.PIXEL_STD)[:, None, None]
+    for key, x in out.items():
+        assert x.shape == (3, 32, 32) and x.dtype == torch.float32, key
+        pixels = x * std + mean
+        assert pixels.min() >= -1e-5 and pixels.max() <= 1 + 1e-5, key  # de-normalises to valid pixels
+    assert _blur_kernel((224, 224)) == 23 and _blur_kernel((32, 32)) == 3
+    with pytest.raises(ValueError, match="img_extra"):
+        build_view_transforms(cfg, ("img", "img_extra"))
+
+
+# ---- CoOp, CoCoOp, zero-shot --------------------------------------------------------------------------------
+
+def test_coop_learns_only_its_context_and_class_specific_context_has_one_per_class(vit):
+    torch.manual_seed(0)
+    learner = CoOpPromptLearner(init_context(vit, 4, "", n_cls=len(CLASSNAMES)))
+    net = CoOpNet(vit, learner, ClassPrompts(vit, CLASSNAMES, 4, position="front"))
+    assert [n for n, p in net.named_parameters() if p.requires_grad] == ["prompt_learner.ctx"]
+    images = torch.randn(2, 3, 32, 32)
+    F.cross_entropy(net(images), torch.tensor([0, 2])).backward()
+    assert learner.ctx.shape == (3, 4, vit.text_width) and learner.ctx.grad.abs().sum(dim=(1, 2)).min() > 0
+
+
+def test_cocoop_training_and_chunked_evaluation_compute_the_same_logits(vit):
+    torch.manual_seed(0)
+    learner = CoCoOpPromptLearner(init_context(vit, 4, ""), vit.embed_dim, vit.text_width)
+    assert learner.meta_net[0].out_features == max(1, vit.embed_dim // 16)
+    net = CoCoOpNet(vit, learner, ClassPrompts(vit, CLASSNAMES, 4), eval_chunk=2)
+    images = torch.randn(3, 3, 32, 32)
+    train_logits = net.training_logits(images)
+    torch.testing.assert_close(net(images), train_logits.detach(), rtol=1e-5, atol=1e-5)
+    F.cross_entropy(train_logits, torch.tensor([0, 1, 2])).backward()
+    assert learner.ctx.grad.abs().sum() > 0 and learner.meta_net[-1].bias.grad.abs().sum() > 0
+
+
+def test_zeroshot_classifier_scores_images_against_the_templates(vit):
+    zs = ZeroshotClassifier(vit, CLASSNAMES, "a photo of a {}.")
+    assert "text_features" not in zs.state_dict() and not any(p.requires_grad for p in zs.parameters())
+    images = torch.randn(2, 3, 32, 32)
+    text = F.normalize(vit.encode_text(clip.tokenize(["a photo of a sea lion."])).float(), dim=-1)[0]
+    image = F.normalize(vit.encode_image(images).float(), dim=-1)
+    torch.testing.assert_close(zs(images)[:, 1], vit.logit_scale.exp() * image @ text, rtol=1e-5, atol=1e-5)
+
+
+# ---- end to end through train.py ----------------------------------------------------------------------------
+
+def run_train(*argvs):
+    """Run train.py's main() once per argv list, in one fresh process (one import of torch and CLIP)."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONPATH=REPO)
+    driver = "import sys, train\nfor argv in eval(sys.argv[1]):\n    train.main(argv)\n"
+    return subprocess.run(
+        [sys.executable, "-c", driver, repr([list(a) for a in argvs])],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=240,
+    )
+
+
+def read_log(directory):
+    with open(os.path.join(directory, "log.txt")) as f:
+        return f.read()
+
+
+@pytest.mark.parametrize("trainer", ["GOPro", "CoOp", "CoCoOp", "ZeroshotCLIP"])
+def test_trainer_runs_one_epoch_and_evaluates_through_train_py(trainer, tiny_clip_path, fake_data_root, tmp_path):
+    out, new = tmp_path / "out", tmp_path / "new"
+    common = [
+        "--root", fake_data_root, "--trainer", trainer, "--seed", "1",
+        "--dataset-config-file", os.path.join(REPO, "configs", "datasets", "caltech101.yaml"),
+        "--config-file", os.path.join(REPO, "configs", "trainers", trainer, "tiny.yaml"),
+    ]
+    opts = ["MODEL.BACKBONE.NAME", tiny_clip_path, "DATASET.NUM_SHOTS", "2"]
+    extra = ["--eval-only"] if trainer == "ZeroshotCLIP" else []
+    runs = [common + extra + ["--output-dir", str(out)] + opts + ["DATASET.SUBSAMPLE_CLASSES", "base"]]
+    if trainer == "GOPro":  # the base-class model evaluates on the new classes (another class set)
+        runs.append(common + ["--eval-only", "--model-dir", str(out), "--load-epoch", "1", "--output-dir", str(new)]
+                    + opts + ["DATASET.SUBSAMPLE_CLASSES", "new"])
+    result = run_train(*runs)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    log = read_log(out)
+    assert re.search(r"\* accuracy: \d+(\.\d)?%", log), log[-4000:]
+    if trainer == "ZeroshotCLIP":
+        return
+    assert "Finish training" in log
+    checkpoint = out / "prompt_learner" / "model.pth.tar-1"
+    assert checkpoint.is_file() and checkpoint.stat().st_size < 0.1 * os.path.getsize(tiny_clip_path)
+    if trainer == "GOPro":
+        log = read_log(new)
+        assert re.search(r"\* accuracy: \d+(\.\d)?%", log) and "Finish training" not in log, log[-4000:]

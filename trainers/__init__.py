@@ -1,0 +1,4 @@
+"""Prompt-learning methods on CLIP; importing the package registers every trainer."""
+from . import cocoop, coop, gopro, zsclip  # noqa: F401
+
+__all__ = ["cocoop", "coop", "gopro", "zsclip"]

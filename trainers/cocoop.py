@@ -1,0 +1,133 @@
+"""CoCoOp (Zhou et al., CVPR 2022, arXiv 2203.05557): context conditioned on each image by a meta-net."""
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from yacs.config import CfgNode as CN
+
+from dassl.config import register_cfg_extension
+from dassl.engine import TRAINER_REGISTRY, TrainerX, resolve_precision
+from dassl.optim import build_lr_scheduler, build_optimizer
+
+from .prompting import (
+    ClassPrompts,
+    check_context_fits,
+    check_input_size,
+    check_precision,
+    init_context,
+    load_clip,
+    load_learned_state,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@register_cfg_extension
+def add_cocoop_config(cfg: CN) -> None:
+    cfg.TRAINER.COCOOP = CN()
+    cfg.TRAINER.COCOOP.N_CTX = 16
+    cfg.TRAINER.COCOOP.CTX_INIT = ""
+    cfg.TRAINER.COCOOP.PREC = "bf16"  # fp32, fp16, amp, bf16; CPU runs fp32
+    cfg.TRAINER.COCOOP.EVAL_PROMPT_CHUNK = 1024  # (image, class) prompts per text-tower pass at evaluation
+
+
+class CoCoOpPromptLearner(nn.Module):
+    """Shared context plus a meta-net that maps an image feature to a shift of every context token."""
+
+    def __init__(self, ctx: Tensor, embed_dim: int, text_width: int):
+        super().__init__()
+        self.ctx = nn.Parameter(ctx)  # [n_ctx, text_width]
+        hidden = max(1, embed_dim // 16)
+        self.meta_net = nn.Sequential(
+            nn.Linear(embed_dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, text_width)
+        )
+
+    @classmethod
+    def from_config(cls, cfg: CN, clip_model) -> CoCoOpPromptLearner:
+        c = cfg.TRAINER.COCOOP
+        ctx = init_context(clip_model, c.N_CTX, c.CTX_INIT)
+        return cls(ctx, clip_model.embed_dim, clip_model.text_width)
+
+    @property
+    def n_ctx(self) -> int:
+        return self.ctx.shape[0]
+
+    def contexts(self, image_features: Tensor) -> Tensor:
+        """Instance contexts [B, n_ctx, D] from normalised image features [B, E]."""
+        return self.ctx.unsqueeze(0) + self.meta_net(image_features).unsqueeze(1)
+
+
+class CoCoOpNet(nn.Module):
+    """Instance-conditioned prompts around a frozen CLIP."""
+
+    def __init__(self, clip_model, prompt_learner: CoCoOpPromptLearner, class_prompts: ClassPrompts, eval_chunk=1024):
+        super().__init__()
+        self.clip = clip_model
+        self.prompt_learner = prompt_learner
+        self.class_prompts = class_prompts
+        self.eval_chunk = eval_chunk
+
+    @classmethod
+    def from_config(cls, cfg: CN, clip_model, classnames: Sequence[str]) -> CoCoOpNet:
+        learner = CoCoOpPromptLearner.from_config(cfg, clip_model)
+        check_context_fits(learner.n_ctx, classnames, clip_model.context_length, "TRAINER.COCOOP.N_CTX")
+        prompts = ClassPrompts(clip_model, classnames, learner.n_ctx)
+        return cls(clip_model, learner, prompts, cfg.TRAINER.COCOOP.EVAL_PROMPT_CHUNK)
+
+    def _image_features(self, images: Tensor) -> Tensor:
+        with torch.no_grad():
+            return F.normalize(self.clip.encode_image(images).float(), dim=-1)
+
+    def training_logits(self, images: Tensor) -> Tensor:
+        """Logits [B, n_cls] with every (image, class) prompt in one text-tower pass."""
+        features = self._image_features(images)
+        text = self.class_prompts.instance_features(self.clip, self.prompt_learner.contexts(features))
+        return self.clip.logit_scale.exp() * torch.einsum("be,bce->bc", features, text)
+
+    @torch.no_grad()
+    def forward(self, images: Tensor) -> Tensor:
+        """Evaluation logits [B, n_cls], prompts chunked so memory stays bounded."""
+        features = self._image_features(images)
+        contexts = self.prompt_learner.contexts(features)
+        return self.class_prompts.instance_logits(
+            self.clip, features, contexts, self.clip.logit_scale.exp(), self.eval_chunk
+        )
+
+
+@TRAINER_REGISTRY.register()
+class CoCoOp(TrainerX):
+    """CoCoOp trainer: cross-entropy on instance-conditioned logits."""
+
+    def check_cfg(self, cfg: CN) -> None:
+        check_precision(cfg.TRAINER.COCOOP.PREC, "TRAINER.COCOOP.PREC")
+        if cfg.TRAINER.COCOOP.EVAL_PROMPT_CHUNK < 1:
+            raise ValueError(f"TRAINER.COCOOP.EVAL_PROMPT_CHUNK is {cfg.TRAINER.COCOOP.EVAL_PROMPT_CHUNK}; must be >= 1")
+
+    def build_model(self) -> None:
+        cfg = self.cfg
+        self.precision = resolve_precision(cfg.TRAINER.COCOOP.PREC, self.device)
+        clip_model = load_clip(cfg, self.device, cfg.TRAINER.COCOOP.PREC, self.precision)
+        check_input_size(cfg, clip_model)
+        self.model = CoCoOpNet.from_config(cfg, clip_model, self.dm.dataset.classnames).to(self.device)
+        learner = self.model.prompt_learner
+        self.optim = build_optimizer(learner, cfg.OPTIM)
+        self.sched = build_lr_scheduler(self.optim, cfg.OPTIM)
+        self.register_model("prompt_learner", learner, self.optim, self.sched)
+
+    def forward_train(self, batch: dict) -> dict[str, Tensor]:
+        images = batch["img"].to(self.device, non_blocking=True)
+        labels = batch["label"].to(self.device, non_blocking=True)
+        logits = self.model.training_logits(images)  # the engine runs this under autocast
+        loss = F.cross_entropy(logits, labels)
+        acc = (logits.argmax(dim=-1) == labels).float().mean().detach() * 100.0
+        return {"loss_ce": loss, "acc": acc}
+
+    def inference(self, images: Tensor) -> Tensor:
+        return self.model(images)
+
+    def load_model(self, directory: str, epoch: int | None = None) -> None:
+        load_learned_state(self, directory, epoch)

@@ -1,0 +1,111 @@
+"""CoOp (Zhou et al., IJCV 2022, arXiv 2109.01134): a learned context shared by (or specific to) classes."""
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from yacs.config import CfgNode as CN
+
+from dassl.config import register_cfg_extension
+from dassl.engine import TRAINER_REGISTRY, TrainerX, resolve_precision
+from dassl.optim import build_lr_scheduler, build_optimizer
+
+from .prompting import (
+    ClassPrompts,
+    check_context_fits,
+    check_input_size,
+    check_precision,
+    init_context,
+    load_clip,
+    load_learned_state,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@register_cfg_extension
+def add_coop_config(cfg: CN) -> None:
+    cfg.TRAINER.COOP = CN()
+    cfg.TRAINER.COOP.N_CTX = 16
+    cfg.TRAINER.COOP.CSC = False  # class-specific context
+    cfg.TRAINER.COOP.CTX_INIT = ""
+    cfg.TRAINER.COOP.PREC = "bf16"  # fp32, fp16, amp, bf16; CPU runs fp32
+    cfg.TRAINER.COOP.CLASS_TOKEN_POSITION = "end"  # end, middle, front
+
+
+class CoOpPromptLearner(nn.Module):
+    """The learned context: [n_ctx, D] shared by all classes, or [n_cls, n_ctx, D] class-specific."""
+
+    def __init__(self, ctx: Tensor):
+        super().__init__()
+        self.ctx = nn.Parameter(ctx)
+
+    @classmethod
+    def from_config(cls, cfg: CN, clip_model, n_cls: int) -> CoOpPromptLearner:
+        c = cfg.TRAINER.COOP
+        return cls(init_context(clip_model, c.N_CTX, c.CTX_INIT, n_cls=n_cls if c.CSC else None))
+
+    @property
+    def n_ctx(self) -> int:
+        return self.ctx.shape[-2]
+
+
+class CoOpNet(nn.Module):
+    """Logits of a frozen CLIP against the class prompts built from the learned context."""
+
+    def __init__(self, clip_model, prompt_learner: CoOpPromptLearner, class_prompts: ClassPrompts):
+        super().__init__()
+        self.clip = clip_model
+        self.prompt_learner = prompt_learner
+        self.class_prompts = class_prompts
+
+    @classmethod
+    def from_config(cls, cfg: CN, clip_model, classnames: Sequence[str]) -> CoOpNet:
+        c = cfg.TRAINER.COOP
+        learner = CoOpPromptLearner.from_config(cfg, clip_model, len(classnames))
+        check_context_fits(learner.n_ctx, classnames, clip_model.context_length, "TRAINER.COOP.N_CTX")
+        prompts = ClassPrompts(clip_model, classnames, learner.n_ctx, position=c.CLASS_TOKEN_POSITION)
+        return cls(clip_model, learner, prompts)
+
+    def forward(self, images: Tensor) -> Tensor:
+        """Class logits [B, n_cls]; all classes' prompts go through the text tower once."""
+        with torch.no_grad():
+            features = F.normalize(self.clip.encode_image(images).float(), dim=-1)
+        text = self.class_prompts.class_features(self.clip, self.prompt_learner.ctx)
+        return self.clip.logit_scale.exp() * features @ text.t()
+
+
+@TRAINER_REGISTRY.register()
+class CoOp(TrainerX):
+    """CoOp trainer: cross-entropy on the class logits."""
+
+    def check_cfg(self, cfg: CN) -> None:
+        check_precision(cfg.TRAINER.COOP.PREC, "TRAINER.COOP.PREC")
+
+    def build_model(self) -> None:
+        cfg = self.cfg
+        self.precision = resolve_precision(cfg.TRAINER.COOP.PREC, self.device)
+        clip_model = load_clip(cfg, self.device, cfg.TRAINER.COOP.PREC, self.precision)
+        check_input_size(cfg, clip_model)
+        self.model = CoOpNet.from_config(cfg, clip_model, self.dm.dataset.classnames).to(self.device)
+        learner = self.model.prompt_learner
+        self.optim = build_optimizer(learner, cfg.OPTIM)
+        self.sched = build_lr_scheduler(self.optim, cfg.OPTIM)
+        self.register_model("prompt_learner", learner, self.optim, self.sched)
+
+    def forward_train(self, batch: dict) -> dict[str, Tensor]:
+        images = batch["img"].to(self.device, non_blocking=True)
+        labels = batch["label"].to(self.device, non_blocking=True)
+        logits = self.model(images)  # the engine runs this under autocast
+        loss = F.cross_entropy(logits, labels)
+        acc = (logits.argmax(dim=-1) == labels).float().mean().detach() * 100.0
+        return {"loss_ce": loss, "acc": acc}
+
+    def inference(self, images: Tensor) -> Tensor:
+        return self.model(images)
+
+    def load_model(self, directory: str, epoch: int | None = None) -> None:
+        load_learned_state(self, directory, epoch)

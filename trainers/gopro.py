@@ -1,0 +1,285 @@
+"""GOPro (Singha et al., BMVC 2023, arXiv 2308.11605): style/content-conditioned prompts with SSL losses.
+
+The math follows the public implementation (docs: gopro_method.md §1.2) with its defects fixed: views
+come from the data pipeline, evaluation runs the original view only, dims come from the backbone.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from yacs.config import CfgNode as CN
+
+from dassl.config import register_cfg_extension
+from dassl.data import DataManager
+from dassl.engine import TRAINER_REGISTRY, TrainerX, resolve_precision
+from dassl.optim import build_lr_scheduler, build_optimizer
+
+from .losses import consistency_loss, simclr_loss
+from .prompting import (
+    ClassPrompts,
+    check_context_fits,
+    check_input_size,
+    check_precision,
+    init_context,
+    load_clip,
+    load_learned_state,
+)
+from .views import VIEW_KEYS, build_view_transforms
+
+logger = logging.getLogger(__name__)
+
+STD_EPS = 2.3e-8  # inside the sqrt of the token variance, as the public code
+
+
+@register_cfg_extension
+def add_gopro_config(cfg: CN) -> None:
+    cfg.TRAINER.GOPRO = CN()
+    cfg.TRAINER.GOPRO.N_CTX = 4
+    cfg.TRAINER.GOPRO.CTX_INIT = "a photo of a"  # n_ctx becomes its token count when set
+    cfg.TRAINER.GOPRO.PREC = "bf16"  # fp32, fp16, amp, bf16; CPU runs fp32
+    cfg.TRAINER.GOPRO.W_CE = 1.0
+    cfg.TRAINER.GOPRO.W_CONSISTENCY = 1.0
+    cfg.TRAINER.GOPRO.W_CONTRASTIVE = 0.1
+    cfg.TRAINER.GOPRO.SIMCLR_TEMPERATURE = 0.1
+    cfg.TRAINER.GOPRO.VIEW_SPECIFIC_RHO = False  # paper figure: one layer mix per view
+    cfg.TRAINER.GOPRO.PROJECTOR_IN_LOGITS = False  # paper figure: image projector output feeds the logits
+    cfg.TRAINER.GOPRO.EVAL_PROMPT_CHUNK = 1024  # (image, class) prompts per text-tower pass at evaluation
+
+
+def layer_statistics(layers: Sequence[Tensor]) -> list[tuple[Tensor, Tensor]]:
+    """Per layer, token mean and population token std [B, w] (ViT tokens [B,T,w]; ResNet maps [B,C,H,W])."""
+    stats = []
+    for x in layers:
+        x = x.float()
+        if x.dim() == 4:
+            x = x.flatten(2).transpose(1, 2)
+        stats.append((x.mean(dim=1), torch.sqrt(x.var(dim=1, unbiased=False) + STD_EPS)))
+    return stats
+
+
+class GOProPromptLearner(nn.Module):
+    """Everything GOPro learns: context, per-layer style/content projectors, layer mix rho, image projector."""
+
+    def __init__(
+        self,
+        ctx: Tensor,
+        layer_widths: Sequence[int],
+        text_width: int,
+        embed_dim: int,
+        view_specific_rho: bool = False,
+    ):
+        super().__init__()
+        n_layers = len(layer_widths)
+        self.ctx = nn.Parameter(ctx)  # [n_ctx, text_width]
+        self.style_projector = nn.ModuleList(nn.Linear(w, text_width) for w in layer_widths)
+        self.content_projector = nn.ModuleList(nn.Linear(w, text_width) for w in layer_widths)
+        n_rho = len(VIEW_KEYS) if view_specific_rho else 1
+        self.rho = nn.ModuleList(nn.Linear(n_layers, 1) for _ in range(n_rho))
+        self.image_projector = nn.Sequential(nn.Linear(embed_dim, embed_dim), nn.BatchNorm1d(embed_dim))
+
+    @classmethod
+    def from_config(cls, cfg: CN, clip_model) -> GOProPromptLearner:
+        g = cfg.TRAINER.GOPRO
+        return cls(
+            ctx=init_context(clip_model, g.N_CTX, g.CTX_INIT),
+            layer_widths=clip_model.visual_layer_widths,
+            text_width=clip_model.text_width,
+            embed_dim=clip_model.embed_dim,
+            view_specific_rho=g.VIEW_SPECIFIC_RHO,
+        )
+
+    @property
+    def n_ctx(self) -> int:
+        return self.ctx.shape[0]
+
+    def context_shift(self, layers: Sequence[Tensor], view_ids: Sequence[int]) -> Tensor:
+        """Shift pi(x) [N, text_width]; rows are len(view_ids) equal blocks, block k from view view_ids[k]."""
+        per_layer = [
+            0.5 * (style(0.5 * (mean + std)) + content(mean))
+            for (mean, std), style, content in zip(
+                layer_statistics(layers), self.style_projector, self.content_projector, strict=True
+            )
+        ]
+        mixed_input = torch.stack(per_layer, dim=-1)  # [N, text_width, n_layers]
+        blocks = mixed_input.chunk(len(view_ids), dim=0)
+        rhos = [self.rho[v] if len(self.rho) > 1 else self.rho[0] for v in view_ids]
+        return torch.cat([rho(block).squeeze(-1) for rho, block in zip(rhos, blocks, strict=True)], dim=0)
+
+    def contexts(self, shift: Tensor) -> Tensor:
+        """Instance contexts [N, n_ctx, text_width]: the same shift added to every context token."""
+        return self.ctx.unsqueeze(0) + shift.unsqueeze(1)
+
+
+class GOProNet(nn.Module):
+    """GOPro's losses and logits around a frozen CLIP; only ``prompt_learner`` is learned or saved."""
+
+    def __init__(
+        self,
+        clip_model,
+        prompt_learner: GOProPromptLearner,
+        class_prompts: ClassPrompts,
+        w_ce: float = 1.0,
+        w_consistency: float = 1.0,
+        w_contrastive: float = 0.1,
+        temperature: float = 0.1,
+        projector_in_logits: bool = False,
+        eval_chunk: int = 1024,
+    ):
+        super().__init__()
+        self.clip = clip_model
+        self.prompt_learner = prompt_learner
+        self.class_prompts = class_prompts
+        self.w_ce, self.w_consistency, self.w_contrastive = w_ce, w_consistency, w_contrastive
+        self.temperature = temperature
+        self.projector_in_logits = projector_in_logits
+        self.eval_chunk = eval_chunk
+
+    @classmethod
+    def from_config(cls, cfg: CN, clip_model, classnames: Sequence[str]) -> GOProNet:
+        g = cfg.TRAINER.GOPRO
+        learner = GOProPromptLearner.from_config(cfg, clip_model)
+        check_context_fits(learner.n_ctx, classnames, clip_model.context_length, "TRAINER.GOPRO.N_CTX")
+        return cls(
+            clip_model,
+            learner,
+            ClassPrompts(clip_model, classnames, learner.n_ctx),
+            w_ce=g.W_CE,
+            w_consistency=g.W_CONSISTENCY,
+            w_contrastive=g.W_CONTRASTIVE,
+            temperature=g.SIMCLR_TEMPERATURE,
+            projector_in_logits=g.PROJECTOR_IN_LOGITS,
+            eval_chunk=g.EVAL_PROMPT_CHUNK,
+        )
+
+    @staticmethod
+    def image_views_for(w_consistency: float, w_contrastive: float) -> tuple[str, ...]:
+        """Views a training step needs, in VIEW_KEYS order: a zero weight drops the views only it uses."""
+        keys = ["img"]
+        if w_consistency > 0 or w_contrastive > 0:
+            keys.append("img_moco")
+        if w_consistency > 0:
+            keys.append("img_augmix")
+        return tuple(keys)
+
+    @property
+    def image_views(self) -> tuple[str, ...]:
+        return self.image_views_for(self.w_consistency, self.w_contrastive)
+
+    @property
+    def text_views(self) -> tuple[str, ...]:
+        """Views whose class text features a step needs (a prefix of ``image_views``)."""
+        return VIEW_KEYS if self.w_consistency > 0 else ("img",)
+
+    def _logit_features(self, image_features: Tensor, projected: Tensor | None) -> Tensor:
+        if self.projector_in_logits:
+            return F.normalize(projected, dim=-1)
+        return image_features
+
+    def training_losses(self, images: dict[str, Tensor], labels: Tensor) -> dict[str, Tensor]:
+        """Weighted loss terms and accuracy of one batch; ``images`` maps view keys to [B, 3, H, W]."""
+        b = labels.shape[0]
+        with torch.no_grad():  # one pass of the frozen image tower over every view the step needs
+            features, layers = self.clip.encode_image_with_layers(torch.cat([images[k] for k in self.image_views]))
+        features = F.normalize(features.float(), dim=-1).view(len(self.image_views), b, -1)
+
+        n_text = len(self.text_views)
+        shift = self.prompt_learner.context_shift(
+            [layer[: n_text * b] for layer in layers], [VIEW_KEYS.index(k) for k in self.text_views]
+        )
+        contexts = self.prompt_learner.contexts(shift)
+        text = self.class_prompts.instance_features(self.clip, contexts)  # one text-tower pass
+        text = text.view(n_text, b, self.class_prompts.n_cls, -1)
+
+        needs_projection = self.w_contrastive > 0 or self.projector_in_logits
+        projector = self.prompt_learner.image_projector
+        projected = projector(features[0]) if needs_projection else None
+        image_features = self._logit_features(features[0], projected)
+        logits = self.clip.logit_scale.exp() * torch.einsum("be,bce->bc", image_features, text[0])
+
+        zero = logits.new_zeros(())
+        losses = {"loss_ce": self.w_ce * F.cross_entropy(logits, labels) if self.w_ce > 0 else zero}
+        losses["loss_consistency"] = (
+            self.w_consistency * consistency_loss(text[0], list(text[1:])) if self.w_consistency > 0 else zero
+        )
+        losses["loss_contrastive"] = (
+            self.w_contrastive * simclr_loss(projected, projector(features[1]), self.temperature)
+            if self.w_contrastive > 0
+            else zero
+        )
+        losses["acc"] = (logits.argmax(dim=-1) == labels).float().mean().detach() * 100.0
+        return losses
+
+    @torch.no_grad()
+    def logits(self, images: Tensor) -> Tensor:
+        """Class logits [B, n_cls] of the original view, prompts chunked through the text tower."""
+        features, layers = self.clip.encode_image_with_layers(images)
+        features = F.normalize(features.float(), dim=-1)
+        projected = self.prompt_learner.image_projector(features) if self.projector_in_logits else None
+        contexts = self.prompt_learner.contexts(self.prompt_learner.context_shift(layers, [0]))
+        return self.class_prompts.instance_logits(
+            self.clip, self._logit_features(features, projected), contexts, self.clip.logit_scale.exp(), self.eval_chunk
+        )
+
+
+def check_gopro_cfg(cfg: CN) -> None:
+    """Validate TRAINER.GOPRO before anything is built."""
+    g = cfg.TRAINER.GOPRO
+    check_precision(g.PREC, "TRAINER.GOPRO.PREC")
+    weights = {"W_CE": g.W_CE, "W_CONSISTENCY": g.W_CONSISTENCY, "W_CONTRASTIVE": g.W_CONTRASTIVE}
+    for key, value in weights.items():
+        if value < 0:
+            raise ValueError(f"TRAINER.GOPRO.{key} is {value}; loss weights must be >= 0")
+    if not any(v > 0 for v in weights.values()):
+        raise ValueError("TRAINER.GOPRO.W_CE, W_CONSISTENCY and W_CONTRASTIVE are all 0; at least one must be > 0")
+    if g.SIMCLR_TEMPERATURE <= 0:
+        raise ValueError(f"TRAINER.GOPRO.SIMCLR_TEMPERATURE is {g.SIMCLR_TEMPERATURE}; it must be > 0")
+    if g.EVAL_PROMPT_CHUNK < 1:
+        raise ValueError(f"TRAINER.GOPRO.EVAL_PROMPT_CHUNK is {g.EVAL_PROMPT_CHUNK}; it must be >= 1")
+
+
+@TRAINER_REGISTRY.register()
+class GOPro(TrainerX):
+    """GOPro trainer: named losses for the engine, original-view logits for evaluation."""
+
+    def check_cfg(self, cfg: CN) -> None:
+        check_gopro_cfg(cfg)
+
+    def build_data_loader(self) -> None:
+        g = self.cfg.TRAINER.GOPRO
+        views = GOProNet.image_views_for(g.W_CONSISTENCY, g.W_CONTRASTIVE)
+        dm = DataManager(self.cfg, custom_tfm_train=build_view_transforms(self.cfg, views))
+        self.train_loader_x = dm.train_loader_x
+        self.train_loader_u = dm.train_loader_u
+        self.val_loader = dm.val_loader
+        self.test_loader = dm.test_loader
+        self.num_classes = dm.num_classes
+        self.num_source_domains = dm.num_source_domains
+        self.lab2cname = dm.lab2cname
+        self.dm = dm
+
+    def build_model(self) -> None:
+        cfg = self.cfg
+        self.precision = resolve_precision(cfg.TRAINER.GOPRO.PREC, self.device)
+        clip_model = load_clip(cfg, self.device, cfg.TRAINER.GOPRO.PREC, self.precision)
+        check_input_size(cfg, clip_model)
+        self.model = GOProNet.from_config(cfg, clip_model, self.dm.dataset.classnames).to(self.device)
+        learner = self.model.prompt_learner
+        logger.info("GOPro learns %d parameters", sum(p.numel() for p in learner.parameters()))
+        self.optim = build_optimizer(learner, cfg.OPTIM)
+        self.sched = build_lr_scheduler(self.optim, cfg.OPTIM)
+        self.register_model("prompt_learner", learner, self.optim, self.sched)
+
+    def forward_train(self, batch: dict) -> dict[str, Tensor]:
+        labels = batch["label"].to(self.device, non_blocking=True)
+        images = {k: batch[k].to(self.device, non_blocking=True) for k in self.model.image_views}
+        return self.model.training_losses(images, labels)
+
+    def inference(self, images: Tensor) -> Tensor:
+        return self.model.logits(images)
+
+    def load_model(self, directory: str, epoch: int | None = None) -> None:
+        load_learned_state(self, directory, epoch)
