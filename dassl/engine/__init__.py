@@ -1,0 +1,17 @@
+"""Trainer lifecycle, registry, precision and distributed helpers (Dassl's ``dassl.engine``)."""
+from .build import TRAINER_REGISTRY, build_trainer
+from .interrupt import TrainingInterrupted
+from .precision import resolve_precision
+from .run_state import ConfigMismatchError
+from .trainer import SimpleTrainer, TrainerBase, TrainerX
+
+__all__ = [
+    "TRAINER_REGISTRY",
+    "build_trainer",
+    "TrainerBase",
+    "SimpleTrainer",
+    "TrainerX",
+    "resolve_precision",
+    "TrainingInterrupted",
+    "ConfigMismatchError",
+]

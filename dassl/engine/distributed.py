@@ -1,0 +1,134 @@
+"""torch.distributed helpers: set-up from torchrun's environment, rank queries, reductions.
+
+Every helper is a no-op (or the identity) in a single-process run, so the trainer calls them
+unconditionally.
+"""
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+from collections.abc import Iterable
+
+import torch
+import torch.distributed as dist
+
+__all__ = [
+    "is_distributed",
+    "get_rank",
+    "get_world_size",
+    "is_main_process",
+    "launched_by_torchrun",
+    "init_distributed_from_env",
+    "select_device",
+    "barrier",
+    "all_reduce_gradients",
+    "broadcast_module",
+    "any_across_ranks",
+    "all_gather_objects",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def is_distributed() -> bool:
+    """True inside an initialised process group of more than one rank."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def get_rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def get_world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def is_main_process() -> bool:
+    """Rank 0 alone logs, writes checkpoints and TensorBoard events."""
+    return get_rank() == 0
+
+
+def launched_by_torchrun() -> bool:
+    """torchrun (and torch.distributed.launch) export WORLD_SIZE > 1 to every worker."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def select_device(use_accelerator: bool) -> torch.device:
+    """The accelerator when asked for and present (this rank's own, ``LOCAL_RANK``, under torchrun), else the CPU."""
+    if not (use_accelerator and torch.accelerator.is_available()):
+        return torch.device("cpu")
+    kind = torch.accelerator.current_accelerator().type
+    if launched_by_torchrun():
+        return torch.device(kind, int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device(kind)
+
+
+def init_distributed_from_env(use_accelerator: bool, timeout_min: int = 30) -> bool:
+    """Join the process group described by torchrun's env vars; nccl on GPU, gloo on CPU.
+
+    Returns whether a group was (or already is) set up. A no-op when WORLD_SIZE is 1 or unset.
+    """
+    if not launched_by_torchrun():
+        return False
+    if dist.is_initialized():
+        return True
+    device = select_device(use_accelerator)
+    if device.type != "cpu":
+        torch.accelerator.set_device_index(device.index)
+    backend = dist.get_default_backend_for_device(device)
+    dist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=timeout_min))
+    logger.info(f"Initialised process group: backend={backend} world_size={dist.get_world_size()}")
+    return True
+
+
+def barrier() -> None:
+    if is_distributed():
+        dist.barrier()
+
+
+def all_reduce_gradients(params: Iterable[torch.nn.Parameter]) -> None:
+    """Average ``.grad`` across ranks (each rank's loss is a mean over its slice of the batch)."""
+    if not is_distributed():
+        return
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return
+    # One flat buffer per dtype: a single collective instead of one per tensor.
+    world_size = dist.get_world_size()
+    for dtype in {g.dtype for g in grads}:
+        group = [g for g in grads if g.dtype == dtype]
+        flat = torch.cat([g.reshape(-1) for g in group])
+        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+        flat /= world_size
+        offset = 0
+        for g in group:
+            g.copy_(flat[offset : offset + g.numel()].view_as(g))
+            offset += g.numel()
+
+
+def broadcast_module(module: torch.nn.Module, src: int = 0) -> None:
+    """Give every rank rank ``src``'s parameters and buffers (identical starting weights)."""
+    if not is_distributed():
+        return
+    for tensor in list(module.parameters()) + list(module.buffers()):
+        dist.broadcast(tensor.data, src=src)
+
+
+def any_across_ranks(flag: bool, device: torch.device) -> bool:
+    """True on every rank when ``flag`` is true on at least one (so all ranks take the same branch)."""
+    if not is_distributed():
+        return flag
+    # gloo reduces CPU tensors, nccl needs them on the GPU.
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item() > 0)
+
+
+def all_gather_objects(obj) -> list:
+    """Every rank's ``obj``, in rank order (``[obj]`` in a single process)."""
+    if not is_distributed():
+        return [obj]
+    gathered = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered

@@ -1,0 +1,662 @@
+"""The trainer lifecycle: ``TrainerBase`` -> ``SimpleTrainer`` -> ``TrainerX`` (Dassl 0.6.3 behaviour).
+
+Additions over upstream (docs/INTERNALS.md): named-loss trainers (``forward_train``), an
+``inference`` hook, precision handling, torch.distributed, a rolling ``last`` checkpoint with
+exact resume, graceful SIGINT/SIGTERM, and a non-finite loss check that names epoch and step.
+"""
+from __future__ import annotations
+
+import datetime
+import logging
+import os.path as osp
+import time
+from collections import OrderedDict
+
+import numpy as np
+import torch
+import torch.nn as nn
+from tqdm import tqdm
+
+from dassl.data import DataManager
+from dassl.data.data_manager import bad_image_count, reset_bad_image_count
+from dassl.evaluation import build_evaluator
+from dassl.utils import (
+    AverageMeter,
+    MetricMeter,
+    atomic_torch_save,
+    load_checkpoint,
+    mkdir_if_missing,
+    resume_from_checkpoint,
+    save_checkpoint,
+    tolist_if_not,
+)
+
+from .distributed import (
+    all_reduce_gradients,
+    any_across_ranks,
+    broadcast_module,
+    is_distributed,
+    is_main_process,
+    select_device,
+)
+from .interrupt import StopRequest, TrainingInterrupted
+from .precision import autocast_context, build_grad_scaler, resolve_precision
+from .run_state import (
+    capture_rng_state,
+    check_same_config,
+    config_fingerprint,
+    last_checkpoint_path,
+    loader_samplers,
+    restore_rng_state,
+)
+
+__all__ = ["TrainerBase", "SimpleTrainer", "TrainerX"]
+
+logger = logging.getLogger(__name__)
+
+FINAL_MODEL_CHOICES = ("last_step", "best_val")
+
+
+class TrainerBase:
+    """Registered models/optimizers/schedulers, checkpoints and the epoch loop."""
+
+    def __init__(self):
+        self._models = OrderedDict()
+        self._optims = OrderedDict()
+        self._scheds = OrderedDict()
+        self._writer = None
+
+    def register_model(self, name: str = "model", model: nn.Module | None = None, optim=None, sched=None):
+        if self.__dict__.get("_models") is None:
+            raise AttributeError("Cannot assign model before super().__init__() call")
+        if self.__dict__.get("_optims") is None:
+            raise AttributeError("Cannot assign optim before super().__init__() call")
+        if self.__dict__.get("_scheds") is None:
+            raise AttributeError("Cannot assign sched before super().__init__() call")
+        assert name not in self._models, f'Found duplicate model name "{name}"'
+        self._models[name] = model
+        self._optims[name] = optim
+        self._scheds[name] = sched
+
+    def get_model_names(self, names=None) -> list[str]:
+        names_real = list(self._models.keys())
+        if names is None:
+            return names_real
+        names = tolist_if_not(names)
+        for name in names:
+            assert name in names_real, f'Model "{name}" is not registered; registered: {names_real}'
+        return names
+
+    def save_model(self, epoch: int, directory: str, is_best: bool = False, val_result=None, model_name: str = ""):
+        if not is_main_process():
+            return
+        for name in self.get_model_names():
+            optim, sched = self._optims[name], self._scheds[name]
+            state = {
+                "state_dict": self._models[name].state_dict(),
+                "epoch": epoch + 1,
+                "optimizer": optim.state_dict() if optim is not None else None,
+                "scheduler": sched.state_dict() if sched is not None else None,
+                "val_result": val_result,
+            }
+            save_checkpoint(state, osp.join(directory, name), is_best=is_best, model_name=model_name)
+
+    def resume_model_if_exist(self, directory: str) -> int:
+        names = self.get_model_names()
+        if not all(osp.exists(osp.join(directory, name, "checkpoint")) for name in names):
+            logger.info("No checkpoint found, train from scratch")
+            return 0
+        logger.info(f'Found checkpoint at "{directory}" (will resume training)')
+        start_epoch = 0
+        for name in names:
+            start_epoch = resume_from_checkpoint(
+                osp.join(directory, name), self._models[name], self._optims[name], self._scheds[name]
+            )
+        return start_epoch
+
+    def load_model(self, directory: str, epoch: int | None = None) -> None:
+        if not directory:
+            logger.info("Note that load_model() is skipped as no pretrained model is given")
+            return
+        model_file = "model-best.pth.tar" if epoch is None else f"model.pth.tar-{epoch}"
+        for name in self.get_model_names():
+            model_path = osp.join(directory, name, model_file)
+            if not osp.exists(model_path):
+                raise FileNotFoundError(f'Model not found at "{model_path}"')
+            checkpoint = load_checkpoint(model_path)
+            val_result = checkpoint.get("val_result")
+            shown = f", val_result={val_result:.1f}" if val_result is not None else ""
+            logger.info(f'Load "{model_path}" to {name} (epoch={checkpoint["epoch"]}{shown})')
+            self._models[name].load_state_dict(checkpoint["state_dict"])
+
+    def latest_saved_epoch(self, directory: str) -> int | None:
+        """The epoch of the file named in ``directory/<name>/checkpoint`` (None for model-best).
+
+        Raises FileNotFoundError naming the expected path when the folder holds no checkpoint.
+        """
+        names = self.get_model_names()
+        if not names:
+            return None
+        pointer = osp.join(directory, names[0], "checkpoint")
+        if not osp.isfile(pointer):
+            raise FileNotFoundError(
+                f'No checkpoint in "{directory}": expected "{pointer}" (written by training). '
+                "Check --model-dir, or pass --load-epoch."
+            )
+        with open(pointer) as f:
+            fname = f.readline().strip()
+        prefix = "model.pth.tar-"
+        return int(fname[len(prefix) :]) if fname.startswith(prefix) else None
+
+    def set_model_mode(self, mode: str = "train", names=None) -> None:
+        for name in self.get_model_names(names):
+            if mode == "train":
+                self._models[name].train()
+            elif mode in ("test", "eval"):
+                self._models[name].eval()
+            else:
+                raise KeyError(f'Unknown model mode "{mode}"; use "train", "test" or "eval"')
+
+    def update_lr(self, names=None) -> None:
+        for name in self.get_model_names(names):
+            if self._scheds[name] is not None:
+                self._scheds[name].step()
+
+    def detect_anomaly(self, loss: torch.Tensor) -> None:
+        if not torch.isfinite(loss).all():
+            where = ""
+            if hasattr(self, "batch_idx") and hasattr(self, "num_batches"):
+                where = (
+                    f" (epoch {self.epoch + 1}/{self.max_epoch}, "
+                    f"batch {self.batch_idx + 1}/{self.num_batches}, loss {loss.detach().tolist()})"
+                )
+            raise FloatingPointError(f"Loss is infinite or NaN!{where}")
+
+    def init_writer(self, log_dir: str) -> None:
+        if self.__dict__.get("_writer") is not None:
+            return
+        try:  # imported lazily: a broken tensorboard install must not stop training
+            from torch.utils.tensorboard import SummaryWriter
+        except Exception as e:  # noqa: BLE001 - any import failure means "no tensorboard"
+            logger.warning(f"TensorBoard is unavailable ({e}); scalars will not be written")
+            return
+        logger.info(f"Initialize tensorboard (log_dir={log_dir})")
+        self._writer = SummaryWriter(log_dir=log_dir)
+
+    def close_writer(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def write_scalar(self, tag: str, scalar_value, global_step=None) -> None:
+        if self._writer is None:
+            return
+        self._writer.add_scalar(tag, scalar_value, global_step)
+
+    def train(self, start_epoch: int, max_epoch: int) -> None:
+        """The generic loop; ``before_train`` may move ``start_epoch`` (resume)."""
+        self.start_epoch = start_epoch
+        self.max_epoch = max_epoch
+        self.before_train()
+        for self.epoch in range(self.start_epoch, self.max_epoch):
+            self.before_epoch()
+            self.run_epoch()
+            self.after_epoch()
+        self.after_train()
+
+    def before_train(self):
+        pass
+
+    def after_train(self):
+        pass
+
+    def before_epoch(self):
+        pass
+
+    def after_epoch(self):
+        pass
+
+    def run_epoch(self):
+        raise NotImplementedError
+
+    def test(self):
+        raise NotImplementedError
+
+    def parse_batch_train(self, batch):
+        raise NotImplementedError
+
+    def parse_batch_test(self, batch):
+        raise NotImplementedError
+
+    def forward_backward(self, batch):
+        raise NotImplementedError
+
+    def model_inference(self, input):
+        raise NotImplementedError
+
+    def _registered_params(self, names=None) -> list[nn.Parameter]:
+        return [p for name in self.get_model_names(names) for p in self._models[name].parameters()]
+
+    def model_zero_grad(self, names=None) -> None:
+        for name in self.get_model_names(names):
+            if self._optims[name] is not None:
+                self._optims[name].zero_grad()
+
+    def model_backward(self, loss: torch.Tensor) -> None:
+        self.detect_anomaly(loss)
+        loss.backward()
+        all_reduce_gradients(self._registered_params())
+
+    def model_update(self, names=None) -> None:
+        for name in self.get_model_names(names):
+            if self._optims[name] is not None:
+                self._optims[name].step()
+
+    def model_backward_and_update(self, loss: torch.Tensor, names=None) -> None:
+        self.model_zero_grad(names)
+        self.model_backward(loss)
+        self.model_update(names)
+
+
+class SimpleTrainer(TrainerBase):
+    """Data, model, evaluator, auto-resume, checkpoints and evaluation for one labelled dataset."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.check_cfg(cfg)
+        self.device = self._select_device(cfg)
+        self.start_epoch = self.epoch = 0
+        self.max_epoch = cfg.OPTIM.MAX_EPOCH
+        self.output_dir = cfg.OUTPUT_DIR
+        self.cfg = cfg
+        self.precision = getattr(self, "precision", "fp32")
+        self.build_data_loader()
+        self.build_model()
+        self._setup_precision()
+        for model in self._models.values():
+            broadcast_module(model)  # every rank starts from rank 0's weights
+        self.evaluator = build_evaluator(cfg, lab2cname=self.lab2cname)
+        self.best_result = -np.inf
+        self._check_final_model()
+        self._stop = StopRequest()
+        self._resume_point = None  # (epoch, steps done, epoch-start RNG, RNG) for a mid-epoch resume
+        self._epoch_start_rng = None
+        self._engine_stepped = False  # True once the named-loss path ran this epoch
+        self.nonfinite_skipped = 0
+
+    @staticmethod
+    def _select_device(cfg) -> torch.device:
+        device = select_device(bool(cfg.USE_CUDA))
+        if device.type != "cpu":
+            torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
+        return device
+
+    def check_cfg(self, cfg):
+        """Hook for trainers to assert on the config before anything is built."""
+
+    def build_data_loader(self):
+        dm = DataManager(self.cfg)
+        self.train_loader_x = dm.train_loader_x
+        self.train_loader_u = dm.train_loader_u
+        self.val_loader = dm.val_loader
+        self.test_loader = dm.test_loader
+        self.num_classes = dm.num_classes
+        self.num_source_domains = dm.num_source_domains
+        self.lab2cname = dm.lab2cname
+        self.dm = dm
+
+    def build_model(self):
+        raise NotImplementedError(
+            f"{type(self).__name__} must implement build_model() and register its modules "
+            "with self.register_model(name, model, optim, sched)"
+        )
+
+    def _setup_precision(self) -> None:
+        self.precision = resolve_precision(self.precision, self.device)
+        self.grad_scaler = build_grad_scaler(self.precision, self.device)
+
+    def autocast(self):
+        """Autocast matching ``self.precision`` (a null context for fp32)."""
+        return autocast_context(self.precision, self.device)
+
+    def _check_final_model(self) -> None:
+        final_model = self.cfg.TEST.FINAL_MODEL
+        if final_model not in FINAL_MODEL_CHOICES:
+            raise ValueError(f'TEST.FINAL_MODEL is "{final_model}"; choose one of {list(FINAL_MODEL_CHOICES)}')
+        if final_model == "best_val" and not self.cfg.TEST.NO_TEST and self.val_loader is None:
+            raise ValueError(
+                f'TEST.FINAL_MODEL "best_val" selects the model on the validation split, but dataset '
+                f'"{self.cfg.DATASET.NAME}" has none; use TEST.FINAL_MODEL "last_step" '
+                "(the test split is never used for model selection)"
+            )
+
+    # ----- lifecycle -----
+
+    def train(self):
+        try:
+            super().train(self.start_epoch, self.max_epoch)
+        finally:
+            self._stop.uninstall()
+            self.close_writer()
+
+    def before_train(self):
+        directory = self.cfg.RESUME or self.output_dir
+        self.start_epoch = self.resume_run_if_exist(directory)
+        if is_main_process():
+            writer_dir = osp.join(self.output_dir, "tensorboard")
+            mkdir_if_missing(writer_dir)
+            self.init_writer(writer_dir)
+        self._stop.install()
+        self.time_start = time.time()
+
+    def after_epoch(self):
+        last_epoch = (self.epoch + 1) == self.max_epoch
+        do_test = not self.cfg.TEST.NO_TEST
+        freq = self.cfg.TRAIN.CHECKPOINT_FREQ
+        meet_checkpoint_freq = (self.epoch + 1) % freq == 0 if freq > 0 else False
+
+        if do_test and self.cfg.TEST.FINAL_MODEL == "best_val":
+            curr_result = self.test(split="val")
+            if curr_result > self.best_result:
+                self.best_result = curr_result
+                self.save_model(
+                    self.epoch, self.output_dir, val_result=curr_result, model_name="model-best.pth.tar"
+                )
+        if meet_checkpoint_freq or last_epoch:
+            self.save_model(self.epoch, self.output_dir)
+        self.save_run_state(epochs_done=self.epoch + 1)
+        if self._stop_requested():
+            self._raise_interrupted(f"after epoch {self.epoch + 1}/{self.max_epoch}")
+
+    def after_train(self):
+        logger.info("Finish training")
+        if self.nonfinite_skipped:
+            logger.warning(f"Skipped {self.nonfinite_skipped} step(s) with a non-finite loss")
+        if not self.cfg.TEST.NO_TEST:
+            if self.cfg.TEST.FINAL_MODEL == "best_val":
+                logger.info("Deploy the model with the best val performance")
+                self.load_model(self.output_dir)
+            else:
+                logger.info("Deploy the last-epoch model")
+            self.test()
+        elapsed = round(time.time() - self.time_start)
+        logger.info(f"Elapsed: {datetime.timedelta(seconds=elapsed)}")
+        self.close_writer()
+
+    # ----- the rolling `last` checkpoint -----
+
+    def _samplers(self) -> list:
+        return loader_samplers(self.train_loader_x) if self.train_loader_x is not None else []
+
+    def save_run_state(self, epochs_done: int, steps_done: int = 0) -> None:
+        """Write ``OUTPUT_DIR/last.pth.tar`` (rank 0, atomically).
+
+        ``epochs_done`` epochs are complete, plus ``steps_done`` steps of the next one.
+        """
+        if not is_main_process():
+            return
+        config_hash, config_flat = config_fingerprint(self.cfg)
+        state = {
+            "epoch": epochs_done,
+            "steps_done": steps_done,
+            "models": {
+                name: {
+                    "state_dict": self._models[name].state_dict(),
+                    "optimizer": self._optims[name].state_dict() if self._optims[name] is not None else None,
+                    "scheduler": self._scheds[name].state_dict() if self._scheds[name] is not None else None,
+                }
+                for name in self.get_model_names()
+            },
+            "best_result": self.best_result,
+            "nonfinite_skipped": self.nonfinite_skipped,
+            "grad_scaler": self.grad_scaler.state_dict() if self.grad_scaler is not None else None,
+            "rng": capture_rng_state(self._samplers()),
+            "epoch_start_rng": self._epoch_start_rng if steps_done else None,
+            "config_hash": config_hash,
+            "config": config_flat,
+        }
+        atomic_torch_save(state, last_checkpoint_path(self.output_dir))
+
+    def resume_run_if_exist(self, directory: str) -> int:
+        """Resume from ``directory/last.pth.tar`` if present, else Dassl's per-model checkpoints."""
+        path = last_checkpoint_path(directory)
+        if not osp.isfile(path):
+            return self.resume_model_if_exist(directory)
+        state = load_checkpoint(path)
+        check_same_config(state, *config_fingerprint(self.cfg), path=path)
+        names = self.get_model_names()
+        if sorted(state["models"]) != sorted(names):
+            raise KeyError(f'"{path}" holds models {sorted(state["models"])}, but this trainer registers {names}')
+        for name in names:
+            saved = state["models"][name]
+            self._models[name].load_state_dict(saved["state_dict"])
+            if self._optims[name] is not None and saved["optimizer"] is not None:
+                self._optims[name].load_state_dict(saved["optimizer"])
+            if self._scheds[name] is not None and saved["scheduler"] is not None:
+                self._scheds[name].load_state_dict(saved["scheduler"])
+        if self.grad_scaler is not None and state.get("grad_scaler"):
+            self.grad_scaler.load_state_dict(state["grad_scaler"])
+        self.best_result = state["best_result"]
+        self.nonfinite_skipped = state.get("nonfinite_skipped", 0)
+        epoch, steps = state["epoch"], state["steps_done"]
+        if steps:
+            self._resume_point = (epoch, steps, state["epoch_start_rng"], state["rng"])
+            logger.info(f'Resuming from "{path}": epoch {epoch + 1}, after step {steps}')
+        else:
+            restore_rng_state(state["rng"], self._samplers())
+            logger.info(f'Resuming from "{path}": {epoch} epoch(s) done')
+        return epoch
+
+    # ----- stop requests and non-finite losses -----
+
+    def _stop_requested(self) -> bool:
+        return any_across_ranks(self._stop.requested, self.device)
+
+    def _raise_interrupted(self, where: str):
+        path = last_checkpoint_path(self.output_dir)
+        name = self._stop.signal_name or "a signal on another rank"
+        message = (
+            f"Training stopped by {name} {where}; the state is saved in \"{path}\". "
+            "Run the same command again to resume."
+        )
+        logger.warning(message)
+        raise TrainingInterrupted(self._stop.signum or 2, message)
+
+    # ----- evaluation -----
+
+    @torch.no_grad()
+    def test(self, split: str | None = None) -> float:
+        """Evaluate on ``split`` (default ``TEST.SPLIT``) and return the first metric (accuracy)."""
+        self.set_model_mode("eval")
+        self.evaluator.reset()
+        if split is None:
+            split = self.cfg.TEST.SPLIT
+        if split == "val":
+            if self.val_loader is None:
+                raise ValueError(
+                    f'Cannot evaluate on the val split: dataset "{self.cfg.DATASET.NAME}" has no validation data'
+                )
+            data_loader = self.val_loader
+        else:
+            split = "test"
+            data_loader = self.test_loader
+        logger.info(f"Evaluate on the *{split}* set")
+
+        # Under DDP the loader yields this rank's shard; the evaluator merges the shards.
+        for batch in tqdm(data_loader, desc=f"eval {split}", disable=not is_main_process(), leave=False):
+            input, label = self.parse_batch_test(batch)
+            output = self.model_inference(input)
+            self.evaluator.process(output, label)
+        if is_distributed():
+            self.evaluator.gather_from_ranks()
+
+        results = self.evaluator.evaluate()
+        for k, v in results.items():
+            self.write_scalar(f"{split}/{k}", v, self.epoch)
+        return list(results.values())[0]
+
+    def model_inference(self, *args, **kwargs):
+        """``self.inference(...)`` when the trainer defines it, else ``self.model(...)``."""
+        with self.autocast():
+            if callable(getattr(self, "inference", None)):
+                return self.inference(*args, **kwargs)
+            return self.model(*args, **kwargs)
+
+    def parse_batch_test(self, batch):
+        return batch["img"].to(self.device), batch["label"].to(self.device)
+
+    def get_current_lr(self, names=None) -> float:
+        """The lr of the first registered model's optimizer (0.0 when there is none)."""
+        names = self.get_model_names(names)
+        if not names or self._optims[names[0]] is None:
+            return 0.0
+        return self._optims[names[0]].param_groups[0]["lr"]
+
+    # ----- the named-loss step -----
+
+    def forward_backward(self, batch):
+        if not callable(getattr(self, "forward_train", None)):
+            raise NotImplementedError(
+                f"{type(self).__name__} must implement forward_train(batch) -> dict of losses "
+                "(or override forward_backward)"
+            )
+        return self.named_loss_step(batch)
+
+    def named_loss_step(self, batch) -> dict[str, float]:
+        """One optimisation step for a trainer that returns named losses from ``forward_train``."""
+        self._engine_stepped = True
+        names = self.get_model_names()
+        self.model_zero_grad(names)
+        with self.autocast():
+            terms = self.forward_train(batch)
+        if not isinstance(terms, dict):
+            raise TypeError(f"{type(self).__name__}.forward_train must return a dict, got {type(terms).__name__}")
+        loss_keys = [k for k in terms if k.startswith("loss")]
+        if not loss_keys:
+            raise ValueError(f"forward_train returned no entry whose key starts with 'loss' (keys: {list(terms)})")
+        total = sum(terms[k].float() for k in loss_keys)
+        if any_across_ranks(not bool(torch.isfinite(total).all()), self.device):
+            return self._handle_nonfinite(terms)
+        if self.grad_scaler is not None:
+            self.grad_scaler.scale(total).backward()
+        else:
+            total.backward()
+        all_reduce_gradients(self._registered_params(names))
+        if self.grad_scaler is not None:
+            for name in names:
+                if self._optims[name] is not None:
+                    self.grad_scaler.step(self._optims[name])
+            self.grad_scaler.update()
+        else:
+            self.model_update(names)
+        summary = {k: (v.item() if torch.is_tensor(v) else v) for k, v in terms.items()}
+        if len(loss_keys) > 1 and "loss" not in summary:
+            summary["loss"] = total.item()
+        return summary
+
+    def _handle_nonfinite(self, terms: dict) -> dict:
+        shown = ", ".join(
+            f"{k}={v.item() if torch.is_tensor(v) and v.numel() == 1 else v}" for k, v in terms.items()
+        )
+        where = f"epoch {self.epoch + 1}/{self.max_epoch}, step {self.batch_idx + 1}/{self.num_batches}"
+        self.model_zero_grad()
+        if self.cfg.TRAIN.get("SKIP_NONFINITE", False):
+            self.nonfinite_skipped += 1
+            logger.warning(f"Skipping a step with a non-finite loss at {where}: {shown}")
+            return {}
+        last = last_checkpoint_path(self.output_dir)
+        kept = f'the last good checkpoint "{last}" is untouched' if osp.isfile(last) else "no checkpoint was written"
+        raise FloatingPointError(
+            f"Non-finite loss at {where}: {shown}. Training stopped; {kept}. "
+            "Set TRAIN.SKIP_NONFINITE True to skip such steps instead."
+        )
+
+
+class TrainerX(SimpleTrainer):
+    """A trainer on labelled data only (``train_loader_x``)."""
+
+    def run_epoch(self):
+        self.set_model_mode("train")
+        losses = MetricMeter()
+        batch_time = AverageMeter()
+        data_time = AverageMeter()
+        self.num_batches = len(self.train_loader_x)
+        self._engine_stepped = False
+        reset_bad_image_count()
+        for sampler in self._samplers():
+            if hasattr(sampler, "set_epoch"):
+                sampler.set_epoch(self.epoch)
+
+        skip, resume_rng = 0, None
+        if self._resume_point is not None and self._resume_point[0] == self.epoch:
+            _, skip, epoch_start_rng, resume_rng = self._resume_point
+            restore_rng_state(epoch_start_rng, self._samplers())
+        self._resume_point = None
+        # Taken before the loader draws its order, so a mid-epoch resume can replay that order.
+        self._epoch_start_rng = capture_rng_state(self._samplers())
+
+        progress = tqdm(
+            total=self.num_batches,
+            initial=skip,
+            desc=f"epoch {self.epoch + 1}/{self.max_epoch}",
+            disable=not is_main_process(),
+            leave=False,
+        )
+        end = time.time()
+        for self.batch_idx, batch in enumerate(self.train_loader_x):
+            if self.batch_idx < skip:  # already trained on before the interruption
+                if self.batch_idx == skip - 1:
+                    restore_rng_state(resume_rng, self._samplers())
+                end = time.time()
+                continue
+            data_time.update(time.time() - end)
+            loss_summary = self.forward_backward(batch)
+            batch_time.update(time.time() - end)
+            losses.update(loss_summary)
+            progress.update(1)
+            self._log_step(losses, batch_time, data_time)
+            end = time.time()
+            if self.batch_idx + 1 < self.num_batches and self._stop_requested():
+                progress.close()
+                self.save_run_state(epochs_done=self.epoch, steps_done=self.batch_idx + 1)
+                self._raise_interrupted(
+                    f"at epoch {self.epoch + 1}/{self.max_epoch}, step {self.batch_idx + 1}/{self.num_batches}"
+                )
+        progress.close()
+        if self._engine_stepped:
+            self.update_lr()  # named-loss trainers leave LR stepping to the engine, once per epoch
+        self._log_skipped_images()
+
+    def _log_step(self, losses: MetricMeter, batch_time: AverageMeter, data_time: AverageMeter) -> None:
+        print_freq = self.cfg.TRAIN.PRINT_FREQ
+        if (self.batch_idx + 1) % print_freq == 0 or self.num_batches < print_freq:
+            nb_remain = self.num_batches - self.batch_idx - 1
+            nb_remain += (self.max_epoch - self.epoch - 1) * self.num_batches
+            eta = str(datetime.timedelta(seconds=int(batch_time.avg * nb_remain)))
+            info = [
+                f"epoch [{self.epoch + 1}/{self.max_epoch}]",
+                f"batch [{self.batch_idx + 1}/{self.num_batches}]",
+                f"time {batch_time.val:.3f} ({batch_time.avg:.3f})",
+                f"data {data_time.val:.3f} ({data_time.avg:.3f})",
+                f"{losses}",
+                f"lr {self.get_current_lr():.4e}",
+                f"eta {eta}",
+            ]
+            logger.info(" ".join(info))
+        n_iter = self.epoch * self.num_batches + self.batch_idx
+        for name, meter in losses.meters.items():
+            self.write_scalar("train/" + name, meter.avg, n_iter)
+        self.write_scalar("train/lr", self.get_current_lr(), n_iter)
+
+    def _log_skipped_images(self) -> None:
+        """Report the images the data pipeline skipped this epoch (DATALOADER.SKIP_BAD_IMAGES)."""
+        count = bad_image_count()
+        if count:
+            logger.warning(f"Skipped {count} unreadable image(s) in epoch {self.epoch + 1} (DATALOADER.SKIP_BAD_IMAGES)")
+        reset_bad_image_count()
+
+    def parse_batch_train(self, batch):
+        input = batch["img"].to(self.device)
+        label = batch["label"].to(self.device)
+        domain = batch["domain"].to(self.device)
+        return input, label, domain

@@ -1,0 +1,262 @@
+"""Checkpoint files and small model helpers (Dassl's ``dassl.utils.torchtools``).
+
+Every file is written atomically: a temp file in the same folder, fsync, then ``os.replace``,
+so a run killed while saving leaves the previous file intact, never a torn one.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import os.path as osp
+import tempfile
+from collections import OrderedDict
+from collections.abc import Iterable
+from functools import partial
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from .tools import mkdir_if_missing
+
+__all__ = [
+    "atomic_torch_save",
+    "atomic_write_text",
+    "save_checkpoint",
+    "load_checkpoint",
+    "resume_from_checkpoint",
+    "load_pretrained_weights",
+    "load_state_dict_checked",
+    "count_num_param",
+    "open_all_layers",
+    "open_specified_layers",
+    "init_network_weights",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def _atomic_write(path: str, write_fn) -> None:
+    """Run ``write_fn(fileobj)`` on a temp file next to ``path``, fsync it, then rename over ``path``."""
+    folder = osp.dirname(osp.abspath(path))
+    mkdir_if_missing(folder)
+    fd, tmp_path = tempfile.mkstemp(prefix=f".{osp.basename(path)}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write_fn(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_path, path)
+    except BaseException:
+        if osp.exists(tmp_path):
+            os.remove(tmp_path)
+        raise
+    # Make the rename itself durable (POSIX); some filesystems refuse to open a folder.
+    try:
+        dir_fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass
+    finally:
+        os.close(dir_fd)
+
+
+def atomic_torch_save(obj: Any, path: str) -> None:
+    """``torch.save`` that never leaves a partly written file at ``path``."""
+    _atomic_write(path, partial(torch.save, obj))
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` atomically."""
+    _atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def _strip_module_prefix(state_dict: dict) -> OrderedDict:
+    """Drop the ``module.`` prefix that (Distributed)DataParallel adds to every key."""
+    return OrderedDict((k[7:] if k.startswith("module.") else k, v) for k, v in state_dict.items())
+
+
+def save_checkpoint(
+    state: dict,
+    save_dir: str,
+    is_best: bool = False,
+    remove_module_from_keys: bool = True,
+    model_name: str = "",
+) -> str:
+    """Save ``state`` to ``save_dir/<model_name or model.pth.tar-EPOCH>`` and record it in ``checkpoint``.
+
+    Returns the path written. With ``is_best`` the file is also saved as ``model-best.pth.tar``.
+    """
+    mkdir_if_missing(save_dir)
+    if remove_module_from_keys and "state_dict" in state:
+        state = dict(state, state_dict=_strip_module_prefix(state["state_dict"]))
+    fname = model_name or f"model.pth.tar-{state['epoch']}"
+    fpath = osp.join(save_dir, fname)
+    atomic_torch_save(state, fpath)
+    logger.info(f"Checkpoint saved to {fpath}")
+    # `checkpoint` names the file just written; resume_from_checkpoint reads it.
+    atomic_write_text(osp.join(save_dir, "checkpoint"), f"{osp.basename(fpath)}\n")
+    if is_best:
+        atomic_torch_save(state, osp.join(save_dir, "model-best.pth.tar"))
+    return fpath
+
+
+def load_checkpoint(fpath: str) -> dict:
+    """Load a checkpoint saved by ``save_checkpoint`` (or upstream Dassl) onto the CPU or CUDA."""
+    if fpath is None:
+        raise ValueError("File path is None")
+    fpath = osp.abspath(osp.expanduser(fpath))
+    if not osp.exists(fpath):
+        raise FileNotFoundError(f'File is not found at "{fpath}"')
+    map_location = None if torch.cuda.is_available() else "cpu"
+    # The files hold pickled python objects (scheduler state, numbers), so weights_only must be off;
+    # only load checkpoints you trust.
+    try:
+        return torch.load(fpath, map_location=map_location, weights_only=False)
+    except UnicodeDecodeError:
+        # Checkpoints written by python 2 need latin1 to unpickle.
+        return torch.load(fpath, map_location=map_location, weights_only=False, encoding="latin1")
+    except Exception as e:
+        raise RuntimeError(f'Cannot load checkpoint "{fpath}": {e}') from e
+
+
+def resume_from_checkpoint(fdir: str, model: nn.Module, optimizer=None, scheduler=None) -> int:
+    """Load the file named in ``fdir/checkpoint`` into model/optimizer/scheduler; return its epoch."""
+    with open(osp.join(fdir, "checkpoint")) as f:
+        fname = f.readline().strip("\n")
+    fpath = osp.join(fdir, fname)
+    logger.info(f'Loading checkpoint from "{fpath}"')
+    checkpoint = load_checkpoint(fpath)
+    model.load_state_dict(checkpoint["state_dict"])
+    logger.info("Loaded model weights")
+    if optimizer is not None and checkpoint.get("optimizer") is not None:
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        logger.info("Loaded optimizer")
+    if scheduler is not None and checkpoint.get("scheduler") is not None:
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        logger.info("Loaded scheduler")
+    start_epoch = checkpoint["epoch"]
+    logger.info(f"Previous epoch: {start_epoch}")
+    return start_epoch
+
+
+def load_state_dict_checked(
+    model: nn.Module,
+    state_dict: dict,
+    source: str,
+    ignore_suffixes: Iterable[str] = (),
+) -> None:
+    """Load ``state_dict`` into ``model``, strict about learned keys; errors name ``source`` and the keys.
+
+    Keys ending in one of ``ignore_suffixes`` (e.g. class-name buffers ``token_prefix``) are
+    dropped from both sides, so a model can be evaluated on another class set.
+    """
+    ignore = tuple(ignore_suffixes)
+
+    def kept(keys):
+        return {k for k in keys if not (ignore and k.endswith(ignore))}
+
+    state_dict = _strip_module_prefix(state_dict)
+    own = model.state_dict()
+    missing = sorted(kept(own) - kept(state_dict))
+    if missing:
+        raise RuntimeError(f'Checkpoint "{source}" lacks learned weights {missing} (it holds {sorted(state_dict)})')
+    unexpected = sorted(kept(state_dict) - kept(own))
+    if unexpected:
+        logger.warning(f'Ignoring weights in "{source}" that the model does not have: {unexpected}')
+    loadable = {k: v for k, v in state_dict.items() if k in kept(own)}
+    wrong_shape = [
+        f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+        for k, v in loadable.items()
+        if hasattr(v, "shape") and tuple(v.shape) != tuple(own[k].shape)
+    ]
+    if wrong_shape:
+        raise RuntimeError(f'Checkpoint "{source}" does not fit the model: {"; ".join(wrong_shape)}')
+    model.load_state_dict(loadable, strict=False)
+
+
+def load_pretrained_weights(model: nn.Module, weight_path: str) -> None:
+    """Copy every weight of ``weight_path`` whose name and shape match ``model``; report the rest."""
+    checkpoint = load_checkpoint(weight_path)
+    state_dict = checkpoint.get("state_dict", checkpoint)
+    state_dict = _strip_module_prefix(state_dict)
+    model_dict = model.state_dict()
+    matched, discarded = OrderedDict(), []
+    for k, v in state_dict.items():
+        if k in model_dict and model_dict[k].size() == v.size():
+            matched[k] = v
+        else:
+            discarded.append(k)
+    model_dict.update(matched)
+    model.load_state_dict(model_dict)
+    if not matched:
+        logger.warning(
+            f'Cannot load "{weight_path}" (check the key names manually): no key matched the model'
+        )
+        return
+    logger.info(f'Successfully loaded pretrained weights from "{weight_path}"')
+    if discarded:
+        logger.info(f"Layers discarded due to unmatched keys or size: {discarded}")
+
+
+def count_num_param(model: nn.Module | None = None, params: Iterable[torch.Tensor] | None = None) -> int:
+    """Total number of elements in ``model``'s parameters, or in ``params``."""
+    if model is not None:
+        return sum(p.numel() for p in model.parameters())
+    if params is not None:
+        return sum(p.numel() for p in params)
+    raise ValueError("count_num_param needs a model or params")
+
+
+def open_all_layers(model: nn.Module) -> None:
+    """Put ``model`` in train mode with every parameter trainable."""
+    model.train()
+    for p in model.parameters():
+        p.requires_grad = True
+
+
+def open_specified_layers(model: nn.Module, open_layers: str | list[str]) -> None:
+    """Train only the named direct children of ``model``; freeze (and eval) the others."""
+    if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+        model = model.module
+    if isinstance(open_layers, str):
+        open_layers = [open_layers]
+    children = dict(model.named_children())
+    unknown = [name for name in open_layers if name not in children]
+    if unknown:
+        raise ValueError(f"{unknown} are not direct children of the model; children: {sorted(children)}")
+    for name, module in children.items():
+        is_open = name in open_layers
+        module.train(is_open)
+        for p in module.parameters():
+            p.requires_grad = is_open
+
+
+def init_network_weights(model: nn.Module, init_type: str = "normal", gain: float = 0.02) -> None:
+    """Initialise conv/linear weights (normal, xavier, kaiming or orthogonal) and norm layers."""
+    initialisers = {
+        "normal": lambda w: nn.init.normal_(w, 0.0, gain),
+        "xavier": lambda w: nn.init.xavier_normal_(w, gain=gain),
+        "kaiming": lambda w: nn.init.kaiming_normal_(w, a=0, mode="fan_in"),
+        "orthogonal": lambda w: nn.init.orthogonal_(w, gain=gain),
+    }
+    if init_type not in initialisers:
+        raise ValueError(f'init_type "{init_type}" is not one of {sorted(initialisers)}')
+
+    def init_one(m: nn.Module) -> None:
+        name = type(m).__name__
+        has_weight = getattr(m, "weight", None) is not None
+        if has_weight and ("Conv" in name or "Linear" in name):
+            initialisers[init_type](m.weight.data)
+            if getattr(m, "bias", None) is not None:
+                nn.init.constant_(m.bias.data, 0.0)
+        elif "BatchNorm" in name or "InstanceNorm" in name:
+            if has_weight:
+                nn.init.constant_(m.weight.data, 1.0)
+            if getattr(m, "bias", None) is not None:
+                nn.init.constant_(m.bias.data, 0.0)
+
+    model.apply(init_one)
