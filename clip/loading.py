@@ -1,0 +1,77 @@
+"""clip.load: an OpenAI name, an open_clip `ARCH:TAG`, or a checkpoint path -> a frozen CLIPBackbone."""
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+import open_clip
+import torch
+
+from .backbone import CLIPBackbone
+from .checkpoint import build_clip_from_state_dict, read_state_dict
+from .download import WeightsNotFoundError, cache_dir, downloads_disabled, openai_checkpoint
+from .names import OPENAI_MODELS, available_models
+
+logger = logging.getLogger(__name__)
+
+# "amp" keeps fp32 weights: autocast does the low-precision work.
+_PRECISIONS = {"fp32": torch.float32, "amp": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def load(name_or_path: str, device: str | torch.device = "cpu", precision: str = "fp32") -> CLIPBackbone:
+    """Load CLIP by OpenAI name (`ViT-B/16`), open_clip `ARCH:TAG`, or path to an OpenAI-format checkpoint.
+
+    `precision`: fp32, amp (fp32 weights), fp16 or bf16; the CPU always gets fp32 (with a warning).
+    """
+    dtype = resolve_dtype(precision, device)
+    if name_or_path in OPENAI_MODELS:
+        path = openai_checkpoint(OPENAI_MODELS[name_or_path])
+        model = build_clip_from_state_dict(read_state_dict(path), source=f"'{path}'")
+    elif Path(name_or_path).is_file():
+        model = build_clip_from_state_dict(read_state_dict(name_or_path), source=f"'{name_or_path}'")
+    elif ":" in name_or_path and "/" not in name_or_path:
+        model = _load_open_clip(*name_or_path.split(":", 1))
+    elif "/" in name_or_path or Path(name_or_path).suffix:
+        raise FileNotFoundError(
+            f"CLIP checkpoint '{name_or_path}' does not exist (no such file), and it is not an OpenAI name "
+            f"{available_models()}"
+        )
+    else:
+        raise ValueError(
+            f"Unknown CLIP model '{name_or_path}': expected an OpenAI name {available_models()}, "
+            f"an open_clip 'ARCH:TAG' (see open_clip.list_pretrained()), or a checkpoint path"
+        )
+    logger.info("Loaded CLIP '%s' (%s on %s)", name_or_path, dtype, device)
+    return CLIPBackbone(model.to(device=device, dtype=dtype))
+
+
+def resolve_dtype(precision: str, device: str | torch.device) -> torch.dtype:
+    """The weight dtype for `precision` on `device`; low precision on the CPU falls back to fp32 with a warning."""
+    if precision not in _PRECISIONS:
+        raise ValueError(f"Unknown precision '{precision}'; expected one of {list(_PRECISIONS)}")
+    dtype = _PRECISIONS[precision]
+    if torch.device(device).type == "cpu" and dtype != torch.float32:
+        warnings.warn(f"precision '{precision}' is not supported on the CPU; using fp32", stacklevel=3)
+        return torch.float32
+    return dtype
+
+
+def _load_open_clip(arch: str, tag: str) -> torch.nn.Module:
+    if arch not in open_clip.list_models():
+        raise ValueError(
+            f"Unknown open_clip architecture '{arch}' in '{arch}:{tag}'; known: {open_clip.list_models()}"
+        )
+    if not open_clip.get_pretrained_cfg(arch, tag):
+        raise ValueError(
+            f"Unknown open_clip weights '{arch}:{tag}'; tags for {arch}: {open_clip.list_pretrained_tags_by_model(arch)}"
+        )
+    folder = cache_dir()
+    try:
+        return open_clip.create_model(arch, pretrained=tag, cache_dir=str(folder))
+    except Exception as err:  # hub, URL and file errors differ; all mean the weights are unavailable here
+        reason = "Downloads are off (HF_HUB_OFFLINE=1)." if downloads_disabled() else f"Loading failed ({err})."
+        raise WeightsNotFoundError(
+            f"open_clip weights '{arch}:{tag}' could not be loaded: they are not cached in '{folder}' "
+            f"(set $CLIP_CACHE to the folder that holds them). {reason}"
+        ) from err
