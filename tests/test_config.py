@@ -90,8 +90,8 @@ def test_type_mismatch_names_expected_type(tmp_path):
 
 
 def test_unknown_key_and_odd_list_on_command_line():
-    with pytest.raises(ConfigError, match=r'"TRAINER.COOP.N_CTX" on the command line'):
-        merge_from_list_checked(get_cfg_default(), ["TRAINER.COOP.N_CTX", "4"])
+    with pytest.raises(ConfigError, match=r'"TRAINER.NOSUCHMETHOD.N_CTX" on the command line'):
+        merge_from_list_checked(get_cfg_default(), ["TRAINER.NOSUCHMETHOD.N_CTX", "4"])
     with pytest.raises(ConfigError, match="KEY VALUE pairs"):
         merge_from_list_checked(get_cfg_default(), ["OPTIM.LR"])
 
