@@ -10,18 +10,9 @@ from torch import Tensor, nn
 from yacs.config import CfgNode as CN
 
 from dassl.config import register_cfg_extension
-from dassl.engine import TRAINER_REGISTRY, TrainerX, resolve_precision
-from dassl.optim import build_lr_scheduler, build_optimizer
+from dassl.engine import TRAINER_REGISTRY
 
-from .prompting import (
-    ClassPrompts,
-    check_context_fits,
-    check_input_size,
-    check_precision,
-    init_context,
-    load_clip,
-    load_learned_state,
-)
+from .prompting import ClassPrompts, PromptTrainer, check_context_fits, classification_terms, init_context
 
 logger = logging.getLogger(__name__)
 
@@ -99,35 +90,22 @@ class CoCoOpNet(nn.Module):
 
 
 @TRAINER_REGISTRY.register()
-class CoCoOp(TrainerX):
+class CoCoOp(PromptTrainer):
     """CoCoOp trainer: cross-entropy on instance-conditioned logits."""
 
+    CFG_NODE = "COCOOP"
+
     def check_cfg(self, cfg: CN) -> None:
-        check_precision(cfg.TRAINER.COCOOP.PREC, "TRAINER.COCOOP.PREC")
+        super().check_cfg(cfg)
         if cfg.TRAINER.COCOOP.EVAL_PROMPT_CHUNK < 1:
             raise ValueError(f"TRAINER.COCOOP.EVAL_PROMPT_CHUNK is {cfg.TRAINER.COCOOP.EVAL_PROMPT_CHUNK}; must be >= 1")
 
     def build_model(self) -> None:
-        cfg = self.cfg
-        self.precision = resolve_precision(cfg.TRAINER.COCOOP.PREC, self.device)
-        clip_model = load_clip(cfg, self.device, cfg.TRAINER.COCOOP.PREC, self.precision)
-        check_input_size(cfg, clip_model)
-        self.model = CoCoOpNet.from_config(cfg, clip_model, self.dm.dataset.classnames).to(self.device)
-        learner = self.model.prompt_learner
-        self.optim = build_optimizer(learner, cfg.OPTIM)
-        self.sched = build_lr_scheduler(self.optim, cfg.OPTIM)
-        self.register_model("prompt_learner", learner, self.optim, self.sched)
+        clip_model = self.load_backbone()
+        self.model = CoCoOpNet.from_config(self.cfg, clip_model, self.dm.dataset.classnames).to(self.device)
+        self.register_learner(self.model.prompt_learner)
 
     def forward_train(self, batch: dict) -> dict[str, Tensor]:
         images = batch["img"].to(self.device, non_blocking=True)
         labels = batch["label"].to(self.device, non_blocking=True)
-        logits = self.model.training_logits(images)  # the engine runs this under autocast
-        loss = F.cross_entropy(logits, labels)
-        acc = (logits.argmax(dim=-1) == labels).float().mean().detach() * 100.0
-        return {"loss_ce": loss, "acc": acc}
-
-    def inference(self, images: Tensor) -> Tensor:
-        return self.model(images)
-
-    def load_model(self, directory: str, epoch: int | None = None) -> None:
-        load_learned_state(self, directory, epoch)
+        return classification_terms(self.model.training_logits(images), labels)  # under the engine's autocast

@@ -1,6 +1,6 @@
 """GOPro (Singha et al., BMVC 2023, arXiv 2308.11605): style/content-conditioned prompts with SSL losses.
 
-The math follows the public implementation (docs: gopro_method.md §1.2) with its defects fixed: views
+The math follows the public implementation (see the README's method section) with its defects fixed: views
 come from the data pipeline, evaluation runs the original view only, dims come from the backbone.
 """
 from __future__ import annotations
@@ -14,20 +14,10 @@ from torch import Tensor, nn
 from yacs.config import CfgNode as CN
 
 from dassl.config import register_cfg_extension
-from dassl.data import DataManager
-from dassl.engine import TRAINER_REGISTRY, TrainerX, resolve_precision
-from dassl.optim import build_lr_scheduler, build_optimizer
+from dassl.engine import TRAINER_REGISTRY
 
 from .losses import consistency_loss, simclr_loss
-from .prompting import (
-    ClassPrompts,
-    check_context_fits,
-    check_input_size,
-    check_precision,
-    init_context,
-    load_clip,
-    load_learned_state,
-)
+from .prompting import ClassPrompts, PromptTrainer, check_context_fits, check_precision, init_context
 from .views import VIEW_KEYS, build_view_transforms
 
 logger = logging.getLogger(__name__)
@@ -242,8 +232,10 @@ def check_gopro_cfg(cfg: CN) -> None:
 
 
 @TRAINER_REGISTRY.register()
-class GOPro(TrainerX):
+class GOPro(PromptTrainer):
     """GOPro trainer: named losses for the engine, original-view logits for evaluation."""
+
+    CFG_NODE = "GOPRO"
 
     def check_cfg(self, cfg: CN) -> None:
         check_gopro_cfg(cfg)
@@ -251,27 +243,14 @@ class GOPro(TrainerX):
     def build_data_loader(self) -> None:
         g = self.cfg.TRAINER.GOPRO
         views = GOProNet.image_views_for(g.W_CONSISTENCY, g.W_CONTRASTIVE)
-        dm = DataManager(self.cfg, custom_tfm_train=build_view_transforms(self.cfg, views))
-        self.train_loader_x = dm.train_loader_x
-        self.train_loader_u = dm.train_loader_u
-        self.val_loader = dm.val_loader
-        self.test_loader = dm.test_loader
-        self.num_classes = dm.num_classes
-        self.num_source_domains = dm.num_source_domains
-        self.lab2cname = dm.lab2cname
-        self.dm = dm
+        super().build_data_loader(custom_tfm_train=build_view_transforms(self.cfg, views))
 
     def build_model(self) -> None:
-        cfg = self.cfg
-        self.precision = resolve_precision(cfg.TRAINER.GOPRO.PREC, self.device)
-        clip_model = load_clip(cfg, self.device, cfg.TRAINER.GOPRO.PREC, self.precision)
-        check_input_size(cfg, clip_model)
-        self.model = GOProNet.from_config(cfg, clip_model, self.dm.dataset.classnames).to(self.device)
+        clip_model = self.load_backbone()
+        self.model = GOProNet.from_config(self.cfg, clip_model, self.dm.dataset.classnames).to(self.device)
         learner = self.model.prompt_learner
         logger.info("GOPro learns %d parameters", sum(p.numel() for p in learner.parameters()))
-        self.optim = build_optimizer(learner, cfg.OPTIM)
-        self.sched = build_lr_scheduler(self.optim, cfg.OPTIM)
-        self.register_model("prompt_learner", learner, self.optim, self.sched)
+        self.register_learner(learner)
 
     def forward_train(self, batch: dict) -> dict[str, Tensor]:
         labels = batch["label"].to(self.device, non_blocking=True)
@@ -280,6 +259,3 @@ class GOPro(TrainerX):
 
     def inference(self, images: Tensor) -> Tensor:
         return self.model.logits(images)
-
-    def load_model(self, directory: str, epoch: int | None = None) -> None:
-        load_learned_state(self, directory, epoch)

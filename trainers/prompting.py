@@ -10,6 +10,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import clip
+from dassl.engine import TrainerX, resolve_precision
+from dassl.optim import build_lr_scheduler, build_optimizer
+from dassl.utils import load_checkpoint, load_state_dict_checked
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +28,8 @@ __all__ = [
     "encode_prompt_embeddings",
     "zeroshot_template",
     "load_learned_state",
+    "PromptTrainer",
+    "classification_terms",
 ]
 
 PRECISIONS = ("fp32", "fp16", "amp", "bf16")
@@ -228,8 +233,6 @@ _CLASS_SET_KEYS = ("token_prefix", "token_suffix")
 
 def load_learned_state(trainer, directory: str, epoch: int | None = None) -> None:
     """Load every registered model's learned parameters; missing learned keys are an error."""
-    from dassl.utils import load_checkpoint, load_state_dict_checked
-
     if not directory:
         logger.warning("Note that load_model() is skipped as no pretrained model is given")
         return
@@ -241,3 +244,41 @@ def load_learned_state(trainer, directory: str, epoch: int | None = None) -> Non
         checkpoint = load_checkpoint(path)
         load_state_dict_checked(trainer._models[name], checkpoint["state_dict"], path, _CLASS_SET_KEYS)
         logger.info('Loaded model weights from "%s" (epoch = %s)', path, checkpoint.get("epoch"))
+
+
+def classification_terms(logits: Tensor, labels: Tensor) -> dict[str, Tensor]:
+    """Cross-entropy loss and batch accuracy (%) in the engine's named-loss form."""
+    acc = (logits.argmax(dim=-1) == labels).float().mean().detach() * 100.0
+    return {"loss_ce": F.cross_entropy(logits, labels), "acc": acc}
+
+
+class PromptTrainer(TrainerX):
+    """What every prompt method's trainer shares: a frozen CLIP from the config and one learned module.
+
+    Subclasses set ``CFG_NODE`` (their ``TRAINER.<NODE>`` with a ``PREC`` key) and build ``self.model``.
+    """
+
+    CFG_NODE = ""
+
+    def check_cfg(self, cfg) -> None:
+        check_precision(cfg.TRAINER[self.CFG_NODE].PREC, f"TRAINER.{self.CFG_NODE}.PREC")
+
+    def load_backbone(self):
+        """Resolve PREC for this device, load the frozen CLIP and check INPUT.SIZE against it."""
+        prec = self.cfg.TRAINER[self.CFG_NODE].PREC
+        self.precision = resolve_precision(prec, self.device)
+        clip_model = load_clip(self.cfg, self.device, prec, self.precision)
+        check_input_size(self.cfg, clip_model)
+        return clip_model
+
+    def register_learner(self, learner: nn.Module) -> None:
+        """Give the learned module its optimizer and scheduler and register it as ``prompt_learner``."""
+        self.optim = build_optimizer(learner, self.cfg.OPTIM)
+        self.sched = build_lr_scheduler(self.optim, self.cfg.OPTIM)
+        self.register_model("prompt_learner", learner, self.optim, self.sched)
+
+    def inference(self, images: Tensor) -> Tensor:
+        return self.model(images)
+
+    def load_model(self, directory: str, epoch: int | None = None) -> None:
+        load_learned_state(self, directory, epoch)

@@ -11,9 +11,9 @@ from yacs.config import CfgNode as CN
 
 import clip
 from dassl.config import register_cfg_extension
-from dassl.engine import TRAINER_REGISTRY, TrainerX, resolve_precision
+from dassl.engine import TRAINER_REGISTRY
 
-from .prompting import check_input_size, check_precision, load_clip, zeroshot_template
+from .prompting import PromptTrainer, zeroshot_template
 
 logger = logging.getLogger(__name__)
 
@@ -49,21 +49,15 @@ class ZeroshotClassifier(nn.Module):
 
 
 @TRAINER_REGISTRY.register()
-class ZeroshotCLIP(TrainerX):
+class ZeroshotCLIP(PromptTrainer):
     """Evaluation-only trainer: registers no model, so nothing is trained or saved."""
 
-    def check_cfg(self, cfg: CN) -> None:
-        check_precision(cfg.TRAINER.ZSCLIP.PREC, "TRAINER.ZSCLIP.PREC")
+    CFG_NODE = "ZSCLIP"
 
     def build_model(self) -> None:
+        clip_model = self.load_backbone()
         cfg = self.cfg
-        self.precision = resolve_precision(cfg.TRAINER.ZSCLIP.PREC, self.device)
-        clip_model = load_clip(cfg, self.device, cfg.TRAINER.ZSCLIP.PREC, self.precision)
-        check_input_size(cfg, clip_model)
         template = cfg.TRAINER.ZSCLIP.TEMPLATE or zeroshot_template(cfg.DATASET.NAME)
         logger.info("Zero-shot prompt template: %r", template)
         with self.autocast():
             self.model = ZeroshotClassifier(clip_model, self.dm.dataset.classnames, template)
-
-    def inference(self, images: Tensor) -> Tensor:
-        return self.model(images)

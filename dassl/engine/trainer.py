@@ -294,8 +294,9 @@ class SimpleTrainer(TrainerBase):
     def check_cfg(self, cfg):
         """Hook for trainers to assert on the config before anything is built."""
 
-    def build_data_loader(self):
-        dm = DataManager(self.cfg)
+    def build_data_loader(self, custom_tfm_train=None, custom_tfm_test=None):
+        """Build the DataManager and expose its loaders; trainers pass their own transforms (e.g. views)."""
+        dm = DataManager(self.cfg, custom_tfm_train=custom_tfm_train, custom_tfm_test=custom_tfm_test)
         self.train_loader_x = dm.train_loader_x
         self.train_loader_u = dm.train_loader_u
         self.val_loader = dm.val_loader
