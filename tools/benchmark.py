@@ -1,0 +1,569 @@
+"""Benchmark prompt-learning trainers through the real code path: one JSON line per trainer.
+
+Each trainer is built with ``build_trainer`` from ``get_cfg_default()`` + its ``configs/trainers/<T>/vit_b16.yaml``
+on a generated CoOp-layout dataset (Describable Textures layout, N classes of single-token names), then:
+
+- ``train_step_s``: median seconds of ``trainer.forward_backward(batch)`` (the engine's whole step: forward,
+  losses, backward, optimizer step) on one fixed batch drawn from the real train loader before timing
+  (its views are data-pipeline work, so data loading is not timed);
+- ``image_tower_s``: median seconds of one no-grad image-tower pass over that step's view images;
+- ``text_tower_s``: median seconds of forward + backward of the text tower over that step's prompts, cut to the
+  class prompts' length, through the same ``encode_prompts``; step, image and text runs alternate, so load from
+  other processes hits all three alike;
+- ``eval_s_per_image``: median seconds per image of ``trainer.model_inference`` on a batch of 8 test images;
+- ``peak_rss_mb``: peak resident memory of the training phase; training and evaluation each run in their own
+  process (``--phase``), so ``peak_rss_train_mb`` and ``peak_rss_eval_mb`` are separate.
+
+The fixed batch is moved to the device before timing (host-to-device copies are not timed); ``*_cpu_s`` keys
+give process CPU seconds next to the wall ones. ``step_over_necessary`` = train_step_s / (image + text tower).
+
+Examples:
+    python tools/benchmark.py --trainer GOPro --classes 10 --batch-size 4 --steps 4 --warmup 1 --json
+    python tools/benchmark.py --trainer all --json
+    python tools/benchmark.py --trainer GOPro --phases eval --eval-classes 1000 --steps 1 --warmup 0 --json
+    python tools/benchmark.py --device cuda --precision bf16 --trainer all --json
+
+Without ``--backbone`` the backbone is a random CLIP with OpenAI ViT-B/16's dimensions built in memory;
+``--backbone`` takes anything ``clip.load`` takes (an OpenAI name with its weights cached, or a checkpoint path).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import math
+import os
+import os.path as osp
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run as a script from anywhere
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+logger = logging.getLogger("benchmark")
+
+TRAINERS = ("GOPro", "CoOp", "CoCoOp")
+CONFIG_KEYS = {"GOPro": "GOPRO", "CoOp": "COOP", "CoCoOp": "COCOOP"}  # cfg.TRAINER.<key>
+RANDOM_BACKBONE = "random ViT-B/16"
+PHASES = ("train", "eval")
+DATASET_NAME = "DescribableTextures"  # the generated tree follows its CoOp layout
+DATASET_DIR, IMAGE_DIR, SPLIT_FILE = "dtd", "images", "split_zhou_DescribableTextures.json"
+
+
+# ---------------------------------------------------------------- command line
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        epilog="\n".join(__doc__.splitlines()[2:]),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--backbone", default="", help="clip.load name or checkpoint path; default: a random "
+                        "ViT-B/16-dims CLIP built in memory")
+    parser.add_argument("--trainer", nargs="+", default=["GOPro"],
+                        help=f"trainer names, or 'all' ({', '.join(TRAINERS)})")
+    parser.add_argument("--classes", type=int, default=10, help="number of classes of the training dataset")
+    parser.add_argument("--batch-size", type=int, default=4, help="training batch size (TRAIN_X.BATCH_SIZE)")
+    parser.add_argument("--steps", type=int, default=4, help="timed training steps (and evaluation repeats)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps (and eval repeats) first")
+    parser.add_argument("--eval-classes", type=int, default=None, help="number of classes for the evaluation "
+                        "phase (default: --classes); e.g. 1000 for the ImageNet-sized memory check")
+    parser.add_argument("--eval-images", type=int, default=8, help="images per evaluation batch")
+    parser.add_argument("--name-tokens", type=int, default=1, help="BPE tokens per generated class name")
+    parser.add_argument("--phases", default="train,eval", help="comma-separated phases to run: train, eval")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (the engine picks which GPU)")
+    parser.add_argument("--precision", default=None, choices=("fp32", "fp16", "amp", "bf16"),
+                        help="TRAINER.<T>.PREC (default: fp32 on CPU, bf16 on CUDA; the CPU always runs fp32)")
+    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    parser.add_argument("--seed", type=int, default=0, help="seed for the random backbone, data and learner")
+    parser.add_argument("--config-file", default="", help="trainer config file (default: "
+                        "configs/trainers/<T>/vit_b16.yaml)")
+    parser.add_argument("--profile", action="store_true", help="also profile one step / one evaluation with "
+                        "torch.profiler and print the top operators to stderr")
+    parser.add_argument("--json", action="store_true", help="print only the JSON lines on stdout")
+    parser.add_argument("--verbose", action="store_true", help="show the engine's INFO logs")
+    parser.add_argument("--phase", choices=PHASES, default=None, help="internal: run one phase of one trainer "
+                        "in this process and print its JSON (the parent runs each phase in a fresh process)")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides as KEY VALUE pairs")
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    args = build_parser().parse_args(argv)
+    names = TRAINERS if "all" in args.trainer else tuple(args.trainer)
+    unknown = [n for n in names if n not in CONFIG_KEYS]
+    if unknown:
+        raise SystemExit(f"benchmark: unknown trainer(s) {unknown}; choose from {', '.join(TRAINERS)} or 'all'")
+    args.trainer = list(names)
+    args.phases = [p.strip() for p in args.phases.split(",") if p.strip()]
+    if not args.phases or any(p not in PHASES for p in args.phases):
+        raise SystemExit(f"benchmark: --phases must list some of {', '.join(PHASES)}")
+    if args.eval_classes is None:
+        args.eval_classes = args.classes
+    if min(args.classes, args.eval_classes, args.batch_size, args.steps, args.eval_images, args.name_tokens) < 1:
+        raise SystemExit("benchmark: --classes, --eval-classes, --batch-size, --steps, --eval-images and "
+                         "--name-tokens must be >= 1")
+    if args.precision is None:
+        args.precision = "fp32" if torch.device(args.device).type == "cpu" else "bf16"
+    return args
+
+
+# ---------------------------------------------------------------- measuring
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process (VmHWM), in MiB."""
+    value = _proc_status_kb("VmHWM")
+    if value is None:  # not Linux /proc: ru_maxrss is in KiB on Linux, bytes on macOS
+        value = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        value = value / 1024 if sys.platform == "darwin" else value
+    return value / 1024
+
+
+def current_rss_mb() -> float | None:
+    value = _proc_status_kb("VmRSS")
+    return None if value is None else value / 1024
+
+
+def _proc_status_kb(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def load_average() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], object], device: torch.device) -> tuple[float, float]:
+    """(wall, process CPU) seconds of ``fn()``, waiting for queued device work before and after.
+
+    On a shared CPU the process CPU time (all threads) is far less disturbed by other jobs than wall time.
+    """
+    synchronize(device)
+    wall, cpu = time.perf_counter(), time.process_time()
+    fn()
+    synchronize(device)
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def profile_once(fn: Callable[[], object], device: torch.device, title: str) -> None:
+    """Run ``fn`` once under torch.profiler and print the operators that took the most time to stderr."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        fn()
+        synchronize(device)
+    sort_by = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    table = prof.key_averages().table(sort_by=sort_by, row_limit=25)
+    print(f"\n=== profile: {title} ===\n{table}", file=sys.stderr)
+
+
+def median(values: list[float]) -> float:
+    return round(statistics.median(values), 4)
+
+
+# ---------------------------------------------------------------- generated dataset
+
+
+def class_names(n: int, tokens_per_name: int) -> list[str]:
+    """``n`` distinct names of ``tokens_per_name`` words, each one BPE token (so the cut length is known)."""
+    import clip
+    from open_clip.tokenizer import SimpleTokenizer
+
+    vocab = SimpleTokenizer().encoder  # BPE string -> id; whole words end in "</w>"
+    words = [w[: -len("</w>")] for w, _ in sorted(vocab.items(), key=lambda kv: kv[1]) if w.endswith("</w>")]
+    words = [w for w in words if w.isascii() and w.isalpha() and len(w) >= 4]
+    needed = n * tokens_per_name
+    picked: list[str] = []
+    for start in range(0, len(words), 4096):
+        chunk = words[start : start + 4096]
+        # "<word>." must be SOT, word, ".", EOT: the EOT (largest id) sits at position 3.
+        eot = clip.tokenize([f"{w}." for w in chunk], context_length=16).argmax(dim=-1)
+        picked += [w for w, pos in zip(chunk, eot.tolist(), strict=True) if pos == 3]
+        if len(picked) >= needed:
+            break
+    if len(picked) < needed:
+        raise ValueError(f"only {len(picked)} single-token words for {needed} name tokens")
+    return [" ".join(picked[i * tokens_per_name : (i + 1) * tokens_per_name]) for i in range(n)]
+
+
+def write_dataset(root: str, names: list[str], train_per_class: int, test_per_class: int, seed: int) -> None:
+    """A Describable-Textures-layout tree: one folder of small noise JPEGs per class and the split JSON."""
+    rng = np.random.default_rng(seed)
+    per_class = max(train_per_class, test_per_class)
+    split: dict[str, list] = {"train": [], "val": [], "test": []}
+    for label, name in enumerate(names):
+        folder = f"class_{label:05d}"
+        os.makedirs(osp.join(root, DATASET_DIR, IMAGE_DIR, folder), exist_ok=True)
+        files = []
+        for i in range(per_class):
+            rel = f"{folder}/{i}.jpg"
+            pixels = rng.integers(0, 256, (48, 48, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(osp.join(root, DATASET_DIR, IMAGE_DIR, rel), quality=85)
+            files.append(rel)
+        split["train"] += [[rel, label, name] for rel in files[:train_per_class]]
+        split["val"].append([files[0], label, name])
+        split["test"] += [[rel, label, name] for rel in files[:test_per_class]]
+    with open(osp.join(root, DATASET_DIR, SPLIT_FILE), "w") as f:
+        json.dump(split, f)
+
+
+# ---------------------------------------------------------------- building the trainer
+
+
+def build_backbone(spec: str, seed: int):
+    """A frozen fp32 CPU CLIPBackbone: random ViT-B/16 dims in memory, or ``clip.load(spec)``."""
+    import clip
+    from clip.tiny import random_vit_b16
+
+    if not spec:
+        torch.manual_seed(seed)
+        return clip.CLIPBackbone(random_vit_b16())
+    return clip.load(spec, device="cpu", precision="fp32")
+
+
+@contextlib.contextmanager
+def serving_backbone(backbone) -> Iterator[None]:
+    """While open, ``clip.load`` (which the trainers' ``load_clip`` calls) returns ``backbone``.
+
+    It is moved to the requested device and weight dtype exactly as ``clip.load`` would; this lets the
+    trainers build through their own code path around a model that exists only in memory, and avoids
+    loading a checkpoint twice (once here to read its input size).
+    """
+    import clip
+    from clip.loading import resolve_dtype
+
+    original = clip.load
+
+    def load(name_or_path: str, device: str | torch.device = "cpu", precision: str = "fp32"):
+        logger.info("serving the benchmark backbone for MODEL.BACKBONE.NAME=%r (%s on %s)", name_or_path,
+                    precision, device)
+        return backbone.to(device=device, dtype=resolve_dtype(precision, device))
+
+    clip.load = load
+    try:
+        yield
+    finally:
+        clip.load = original
+
+
+def build_cfg(args: argparse.Namespace, trainer_name: str, data_root: str, output_dir: str, image_size: int):
+    """Defaults + the trainer's ViT-B/16 config + the benchmark's dataset, sizes, device and precision."""
+    from dassl.config import get_cfg_default, merge_from_file_checked, merge_from_list_checked
+
+    cfg = get_cfg_default()
+    config_file = args.config_file or str(REPO / "configs" / "trainers" / trainer_name / "vit_b16.yaml")
+    merge_from_file_checked(cfg, config_file)
+    cfg.TRAINER.NAME = trainer_name
+    cfg.TRAINER[CONFIG_KEYS[trainer_name]].PREC = args.precision
+    cfg.MODEL.BACKBONE.NAME = args.backbone or RANDOM_BACKBONE
+    cfg.DATASET.NAME = DATASET_NAME
+    cfg.DATASET.ROOT = data_root
+    cfg.DATASET.NUM_SHOTS = -1
+    cfg.INPUT.SIZE = (image_size, image_size)
+    cfg.DATALOADER.TRAIN_X.BATCH_SIZE = args.batch_size
+    cfg.DATALOADER.TEST.BATCH_SIZE = args.eval_images
+    cfg.DATALOADER.NUM_WORKERS = 0  # one batch is drawn before timing; workers would only cost start-up
+    cfg.USE_CUDA = torch.device(args.device).type == "cuda"
+    cfg.OUTPUT_DIR = output_dir
+    cfg.SEED = args.seed
+    merge_from_list_checked(cfg, args.opts or [])
+    cfg.freeze()
+    return cfg
+
+
+def build_benchmark_trainer(args: argparse.Namespace, trainer_name: str, n_classes: int, workdir: str):
+    """(trainer, {build_s, rss_after_build_mb}): data, config, ``build_trainer`` around the benchmark backbone."""
+    import datasets  # noqa: F401  (registers the dataset loaders)
+    import trainers  # noqa: F401  (registers the trainers)
+    from dassl.engine import build_trainer
+    from dassl.utils import set_random_seed
+
+    start = time.perf_counter()
+    names = class_names(n_classes, args.name_tokens)
+    data_root = osp.join(workdir, "data")
+    write_dataset(data_root, names, train_per_class=math.ceil(args.batch_size / n_classes),
+                  test_per_class=math.ceil(args.eval_images / n_classes), seed=args.seed)
+    backbone = build_backbone(args.backbone, args.seed)
+    cfg = build_cfg(args, trainer_name, data_root, osp.join(workdir, "output"), backbone.image_size)
+    set_random_seed(args.seed)
+    with serving_backbone(backbone):
+        trainer = build_trainer(cfg)
+    if trainer.device.type != torch.device(args.device).type:
+        raise SystemExit(f"benchmark: asked for --device {args.device} but the trainer runs on {trainer.device} "
+                         "(is CUDA available?)")
+    return trainer, {"build_s": round(time.perf_counter() - start, 2),
+                     "rss_after_build_mb": round(current_rss_mb() or peak_rss_mb(), 1)}
+
+
+def on_device(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+# ---------------------------------------------------------------- the necessary work of one step
+
+
+@dataclass(frozen=True)
+class StepWork:
+    """What one training step must compute: image-tower views and prompts (instances x classes)."""
+
+    view_keys: tuple[str, ...]  # batch keys whose images go through the image tower
+    with_layers: bool  # the trainer reads every layer's tokens (GOPro)
+    instances: int  # contexts per step; each is paired with every class
+
+    def n_prompts(self, n_classes: int) -> int:
+        return self.instances * n_classes
+
+
+def step_work(trainer, batch_size: int) -> StepWork:
+    """The necessary work of one step of ``trainer``, read from its model."""
+    from trainers.cocoop import CoCoOpNet
+    from trainers.coop import CoOpNet
+    from trainers.gopro import GOProNet
+
+    model = trainer.model
+    if isinstance(model, GOProNet):
+        return StepWork(tuple(model.image_views), True, len(model.text_views) * batch_size)
+    if isinstance(model, CoCoOpNet):
+        return StepWork(("img",), False, batch_size)
+    if isinstance(model, CoOpNet):
+        return StepWork(("img",), False, 1)
+    raise ValueError(f"benchmark: no step description for {type(model).__name__}")
+
+
+def image_tower_fn(trainer, work: StepWork, batch: dict) -> Callable[[], object]:
+    """One no-grad image-tower pass over all of the step's view images, as one batch."""
+    backbone = trainer.model.clip
+    images = torch.cat([batch[k] for k in work.view_keys])
+    encode = backbone.encode_image_with_layers if work.with_layers else backbone.encode_image
+
+    def run() -> object:
+        with torch.no_grad(), trainer.autocast():
+            return encode(images)
+
+    return run
+
+
+def text_tower_fn(trainer, work: StepWork) -> Callable[[], object]:
+    """Forward + backward (to the context) of the text tower over the step's prompts, at the cut length."""
+    prompts = trainer.model.class_prompts
+    backbone = trainer.model.clip
+    ctx0 = trainer.model.prompt_learner.ctx.detach()
+    n_cls = prompts.n_cls
+    class_idx = torch.arange(n_cls, device=prompts.tokens.device).repeat(work.instances)
+
+    def run() -> object:
+        ctx = ctx0.clone().requires_grad_(True)
+        if ctx.dim() == 2:  # one context shared by every prompt
+            per_prompt = ctx.unsqueeze(0).expand(work.n_prompts(n_cls), -1, -1)
+        else:  # class-specific contexts [n_cls, n_ctx, D]
+            per_prompt = ctx.repeat(work.instances, 1, 1)
+        with trainer.autocast():
+            features = backbone.encode_prompts(*prompts.embed(per_prompt, class_idx))
+        features.float().sum().backward()
+        return ctx.grad
+
+    return run
+
+
+# ---------------------------------------------------------------- phases
+
+
+def phase_header(args: argparse.Namespace, trainer, trainer_name: str, phase: str, build: dict) -> dict:
+    """Keys both phases report; the per-phase ones carry the phase in their name."""
+    return {
+        "trainer": trainer_name,
+        "device": str(trainer.device),
+        "precision": trainer.precision,
+        "threads": torch.get_num_threads(),
+        "backbone": args.backbone or RANDOM_BACKBONE,
+        f"build_{phase}_s": build["build_s"],
+        f"rss_after_build_{phase}_mb": build["rss_after_build_mb"],
+    }
+
+
+def run_train_phase(args: argparse.Namespace, trainer_name: str, workdir: str) -> dict:
+    """Time the engine's step and the two towers on one fixed batch; peak RSS of this process."""
+    load_start = load_average()
+    trainer, build = build_benchmark_trainer(args, trainer_name, args.classes, workdir)
+    device = trainer.device
+    batch = on_device(next(iter(trainer.train_loader_x)), device)
+    work = step_work(trainer, args.batch_size)
+    trainer.set_model_mode("train")
+    runs = {
+        "train_step": lambda: trainer.forward_backward(batch),
+        "image_tower": image_tower_fn(trainer, work, batch),
+        "text_tower": text_tower_fn(trainer, work),
+    }
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in runs}
+    for step in range(args.warmup + args.steps):
+        for name, fn in runs.items():  # interleaved, so load from other processes hits all three alike
+            seconds = timed(fn, device)
+            if step >= args.warmup:
+                times[name].append(seconds)
+        logger.info("step %d/%d (wall, cpu): %s", step + 1, args.warmup + args.steps,
+                    {k: [round(x, 3) for x in v[-1]] for k, v in times.items() if v})
+    if args.profile:
+        profile_once(runs["train_step"], device, f"{trainer_name} train step")
+    result = phase_header(args, trainer, trainer_name, "train", build)
+    result.update({
+        "classes": args.classes,
+        "batch_size": args.batch_size,
+        **{f"{name}_s": median([wall for wall, _ in runs_]) for name, runs_ in times.items()},
+        **{f"{name}_cpu_s": median([cpu for _, cpu in runs_]) for name, runs_ in times.items()},
+        "train_step_all_s": [round(wall, 3) for wall, _ in times["train_step"]],
+        "n_view_images": len(work.view_keys) * args.batch_size,
+        "n_prompts": work.n_prompts(trainer.model.class_prompts.n_cls),
+        "cut_len": int(trainer.model.class_prompts.tokens.shape[1]),
+        "n_ctx": int(trainer.model.class_prompts.n_ctx),
+        "peak_rss_train_mb": round(peak_rss_mb(), 1),
+        "load_avg_train": [load_start, load_average()],
+    })
+    if device.type == "cuda":
+        result["peak_cuda_train_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    return result
+
+
+def run_eval_phase(args: argparse.Namespace, trainer_name: str, workdir: str) -> dict:
+    """Time the trainer's test-time inference on one batch of test images; peak RSS of this process."""
+    load_start = load_average()
+    trainer, build = build_benchmark_trainer(args, trainer_name, args.eval_classes, workdir)
+    device = trainer.device
+    images = next(iter(trainer.test_loader))["img"][: args.eval_images].to(device)
+    trainer.set_model_mode("eval")
+
+    def run() -> object:
+        with torch.no_grad():
+            return trainer.model_inference(images)
+
+    times = []
+    for repeat in range(args.warmup + args.steps):
+        seconds = timed(run, device)
+        if repeat >= args.warmup:
+            times.append(seconds)
+    n = len(images)
+    if args.profile:
+        profile_once(run, device, f"{trainer_name} evaluation of {len(images)} images")
+    result = phase_header(args, trainer, trainer_name, "eval", build)
+    result.update({
+        "eval_classes": args.eval_classes,
+        "eval_images": len(images),
+        "eval_s_per_image": median([wall / n for wall, _ in times]),
+        "eval_cpu_s_per_image": median([cpu / n for _, cpu in times]),
+        "peak_rss_eval_mb": round(peak_rss_mb(), 1),
+        "load_avg_eval": [load_start, load_average()],
+    })
+    if device.type == "cuda":
+        result["peak_cuda_eval_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    return result
+
+
+def run_phase_here(args: argparse.Namespace) -> dict:
+    """Run ``args.phase`` for the single trainer in ``args.trainer`` in this process."""
+    torch.set_num_threads(args.threads)
+    phase = run_train_phase if args.phase == "train" else run_eval_phase
+    with tempfile.TemporaryDirectory(prefix="benchmark-") as workdir:
+        return phase(args, args.trainer[0], workdir)
+
+
+def child_command(args: argparse.Namespace, trainer_name: str, phase: str) -> list[str]:
+    """The command line that runs one phase of one trainer in a fresh process."""
+    command = [
+        sys.executable, str(Path(__file__).resolve()), "--phase", phase, "--trainer", trainer_name,
+        "--classes", str(args.classes), "--eval-classes", str(args.eval_classes),
+        "--batch-size", str(args.batch_size), "--steps", str(args.steps), "--warmup", str(args.warmup),
+        "--eval-images", str(args.eval_images), "--name-tokens", str(args.name_tokens),
+        "--device", args.device, "--precision", args.precision, "--threads", str(args.threads),
+        "--seed", str(args.seed),
+    ]
+    if args.backbone:
+        command += ["--backbone", args.backbone]
+    if args.config_file:
+        command += ["--config-file", args.config_file]
+    command += [flag for flag, on in (("--profile", args.profile), ("--verbose", args.verbose)) if on]
+    return command + list(args.opts or [])
+
+
+def run_phase_in_child(args: argparse.Namespace, trainer_name: str, phase: str) -> dict:
+    """Run one phase in a fresh process (so its peak RSS is its own) and read the JSON it prints last."""
+    proc = subprocess.run(child_command(args, trainer_name, phase), stdout=subprocess.PIPE, text=True,
+                          cwd=str(REPO), check=False)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"{trainer_name} {phase} phase failed (exit code {proc.returncode}); see stderr above")
+    return json.loads(lines[-1])
+
+
+def merge_phases(results: dict[str, dict]) -> dict:
+    """One record per trainer: the train phase's keys, then the eval phase's, and the derived ratios."""
+    merged: dict = {}
+    for phase in PHASES:
+        for key, value in results.get(phase, {}).items():
+            merged.setdefault(key, value)
+    if "train" in results:
+        for suffix in ("s", "cpu_s"):
+            necessary = merged[f"image_tower_{suffix}"] + merged[f"text_tower_{suffix}"]
+            merged[f"necessary_{suffix}"] = round(necessary, 4)
+            ratio_key = "step_over_necessary" + ("_cpu" if suffix == "cpu_s" else "")
+            merged[ratio_key] = round(merged[f"train_step_{suffix}"] / max(necessary, 1e-9), 3)
+        merged["peak_rss_mb"] = merged["peak_rss_train_mb"]
+    return merged
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("benchmark: --device cuda but torch.cuda.is_available() is False")
+    if args.phase is not None:
+        if len(args.trainer) != 1:
+            raise SystemExit("benchmark: --phase runs exactly one trainer")
+        print(json.dumps(run_phase_here(args)), flush=True)
+        return 0
+    failed = 0
+    for name in args.trainer:
+        try:
+            results = {phase: run_phase_in_child(args, name, phase) for phase in args.phases}
+        except RuntimeError as err:
+            logger.error("%s", err)
+            failed += 1
+            continue
+        record = merge_phases(results)
+        print(json.dumps(record) if args.json else json.dumps(record, indent=2), flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
