@@ -52,6 +52,7 @@ class CoOpNet(nn.Module):
         self.clip = clip_model
         self.prompt_learner = prompt_learner
         self.class_prompts = class_prompts
+        self._eval_text: tuple[int, Tensor] | None = None  # (ctx version, class features) for evaluation
 
     @classmethod
     def from_config(cls, cfg: CN, clip_model, classnames: Sequence[str]) -> CoOpNet:
@@ -65,8 +66,18 @@ class CoOpNet(nn.Module):
         """Class logits [B, n_cls]; all classes' prompts go through the text tower once."""
         with torch.no_grad():
             features = F.normalize(self.clip.encode_image(images).float(), dim=-1)
-        text = self.class_prompts.class_features(self.clip, self.prompt_learner.ctx)
-        return self.clip.logit_scale.exp() * features @ text.t()
+        return self.clip.logit_scale.exp() * features @ self.text_features().t()
+
+    def text_features(self) -> Tensor:
+        """Class text features [n_cls, E]; without grad they depend on ctx alone, so they are reused."""
+        ctx = self.prompt_learner.ctx
+        if torch.is_grad_enabled():
+            self._eval_text = None
+            return self.class_prompts.class_features(self.clip, ctx)
+        # ctx._version counts in-place updates (optimizer steps, load_state_dict), so a stale cache is never used.
+        if self._eval_text is None or self._eval_text[0] != ctx._version:
+            self._eval_text = (ctx._version, self.class_prompts.class_features(self.clip, ctx))
+        return self._eval_text[1]
 
 
 @TRAINER_REGISTRY.register()
