@@ -24,7 +24,7 @@ demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) tools/demo.py
 
 lint: $(STAMP)
-	$(PY) -m ruff check . || true
+	$(PY) -m ruff check .
 
 clean:
 	rm -rf $(VENV) .pytest_cache

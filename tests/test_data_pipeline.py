@@ -7,11 +7,16 @@ from PIL import Image
 from torchvision.transforms import v2
 
 from dassl.config import get_cfg_default
-from dassl.data import DataManager, DatasetWrapper
-from dassl.data import data_manager
+from dassl.data import DataManager, DatasetWrapper, data_manager
 from dassl.data.data_manager import BadImageError, bad_image_count, build_data_loader, reset_bad_image_count
 from dassl.data.datasets import DATASET_REGISTRY, DatasetBase, Datum
-from dassl.data.samplers import GlobalBatchSampler, RandomClassSampler, RandomDomainSampler, ShardSampler, build_sampler
+from dassl.data.samplers import (
+    GlobalBatchSampler,
+    RandomClassSampler,
+    RandomDomainSampler,
+    ShardSampler,
+    build_sampler,
+)
 from dassl.data.transforms import build_transform
 
 SIZE = 8

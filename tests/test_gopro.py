@@ -315,3 +315,35 @@ def test_fast_path_equals_a_straightforward_per_image_computation(backbone, requ
 
         net.prompt_learner.eval()
         torch.testing.assert_close(net.logits(images["img"]), logits, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("view_specific_rho", [False, True])
+def test_zero_init_shift_starts_at_the_hand_written_prompt_and_still_learns(vit, view_specific_rho):
+    import trainers  # noqa: F401  (registers TRAINER.GOPRO)
+    from dassl.config import get_cfg_default
+
+    cfg = get_cfg_default()
+    assert cfg.TRAINER.GOPRO.ZERO_INIT_SHIFT is False  # the public code's init stays the default
+    cfg.TRAINER.GOPRO.ZERO_INIT_SHIFT = True
+    cfg.TRAINER.GOPRO.VIEW_SPECIFIC_RHO = view_specific_rho
+    torch.manual_seed(0)
+    learner = GOProPromptLearner.from_config(cfg, vit)
+    net = GOProNet(vit, learner, ClassPrompts(vit, CLASSNAMES, learner.n_ctx))
+    images, labels = make_batch(vit)
+    with torch.no_grad():
+        _, layers = vit.encode_image_with_layers(images["img"])
+    for view in range(len(learner.rho)):
+        shift = learner.context_shift(layers, [view])
+        assert torch.equal(shift, torch.zeros_like(shift))
+        assert torch.equal(learner.contexts(shift), learner.ctx.unsqueeze(0).expand(B, -1, -1))
+
+    # Step 1: rho (the shift's last map) and ctx get gradient; after it moves, the projectors behind it do too.
+    opt = torch.optim.SGD(learner.parameters(), lr=0.1)
+    total(net.training_losses(images, labels)).backward()
+    assert learner.rho[0].weight.grad.abs().sum() > 0 and learner.ctx.grad.abs().sum() > 0
+    opt.step()
+    opt.zero_grad()
+    total(net.training_losses(images, labels)).backward()
+    for name in ("style_projector", "content_projector"):
+        for layer in getattr(learner, name):
+            assert layer.weight.grad.abs().sum() > 0, name

@@ -13,7 +13,13 @@ import clip
 from trainers.cocoop import CoCoOpNet, CoCoOpPromptLearner
 from trainers.coop import CoOpNet, CoOpPromptLearner
 from trainers.losses import consistency_loss, simclr_loss
-from trainers.prompting import ClassPrompts, check_context_fits, check_input_size, init_context, zeroshot_template
+from trainers.prompting import (
+    ClassPrompts,
+    check_context_fits,
+    check_input_size,
+    init_context,
+    zeroshot_template,
+)
 from trainers.zsclip import ZeroshotClassifier
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -26,9 +32,8 @@ def vit(tiny_clip_path):
 
 
 def tiny_cfg(method="GOPro"):
-    from dassl.config import get_cfg_default
-
     import trainers  # noqa: F401  (registers the config extensions)
+    from dassl.config import get_cfg_default
 
     cfg = get_cfg_default()
     cfg.merge_from_file(os.path.join(REPO, "configs", "trainers", method, "tiny.yaml"))
@@ -199,3 +204,33 @@ def test_trainer_runs_one_epoch_and_evaluates_through_train_py(trainer, tiny_cli
     if trainer == "GOPro":
         log = read_log(new)
         assert re.search(r"\* accuracy: \d+(\.\d)?%", log) and "Finish training" not in log, log[-4000:]
+
+
+def test_cocoop_zero_init_meta_starts_at_the_hand_written_prompt_and_still_learns(vit):
+    import trainers  # noqa: F401  (registers TRAINER.COCOOP)
+    from dassl.config import get_cfg_default
+
+    cfg = get_cfg_default()
+    assert cfg.TRAINER.COCOOP.ZERO_INIT_META is False  # the public code's init stays the default
+    cfg.TRAINER.COCOOP.ZERO_INIT_META = True
+    cfg.TRAINER.COCOOP.N_CTX, cfg.TRAINER.COCOOP.CTX_INIT = 4, "a photo of a"
+    torch.manual_seed(2)
+    learner = CoCoOpPromptLearner.from_config(cfg, vit)
+    net = CoCoOpNet(vit, learner, ClassPrompts(vit, CLASSNAMES, learner.n_ctx))
+    # The tiny CLIP's meta-net has 2 ReLU units; with seed 2 some are active on these images (with seeds
+    # 0, 1, 3 both are dead, so no layer could learn whatever the init), checked below.
+    images, labels = torch.randn(8, 3, 32, 32), torch.arange(8) % len(CLASSNAMES)
+    features = net._image_features(images)
+    assert (learner.meta_net[:2](features) > 0).any()
+    shift = learner.meta_net(features)
+    assert torch.equal(shift, torch.zeros_like(shift))
+    assert torch.equal(learner.contexts(features), learner.ctx.unsqueeze(0).expand(8, -1, -1))
+
+    # Step 1: the last layer and ctx get gradient; once the last layer moves, the first one does too.
+    opt = torch.optim.SGD(learner.parameters(), lr=0.1)
+    F.cross_entropy(net.training_logits(images), labels).backward()
+    assert learner.meta_net[-1].weight.grad.abs().sum() > 0 and learner.ctx.grad.abs().sum() > 0
+    opt.step()
+    opt.zero_grad()
+    F.cross_entropy(net.training_logits(images), labels).backward()
+    assert learner.meta_net[0].weight.grad.abs().sum() > 0

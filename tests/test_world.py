@@ -144,8 +144,13 @@ def _base_accuracy(trainer_name: str, root: str, output: str, opts: list[str]) -
             "DATASET.WORLD.N_TRAIN", str(RUN_SPEC.n_train), "DATASET.WORLD.N_VAL", str(RUN_SPEC.n_val),
             "DATASET.WORLD.N_TEST", str(RUN_SPEC.n_test), "TEST.NO_TEST", "True", *opts]
     cfg = train.setup_cfg(train.build_parser().parse_args(argv))
+    import torch
+
     root_logger = logging.getLogger()
-    saved_handlers, saved_stdout = list(root_logger.handlers), sys.stdout
+    saved_handlers, saved_stdout, saved_threads = list(root_logger.handlers), sys.stdout, torch.get_num_threads()
+    # One thread: next to another busy process a 2-thread run on 2 cores stalls (measured 1.0-3.5 s/step
+    # for GOPro and CoCoOp against about 0.2 s/step on one thread), which would blow this file's time budget.
+    torch.set_num_threads(1)
     try:
         from dassl.utils import set_random_seed
 
@@ -158,6 +163,7 @@ def _base_accuracy(trainer_name: str, root: str, output: str, opts: list[str]) -
         for handler in [h for h in root_logger.handlers if h not in saved_handlers]:
             root_logger.removeHandler(handler)
         sys.stdout = saved_stdout
+        torch.set_num_threads(saved_threads)
 
 
 @pytest.fixture(scope="module")
@@ -165,21 +171,27 @@ def zeroshot_base(run_root, tmp_path_factory) -> float:
     return _base_accuracy("ZeroshotCLIP", run_root, str(tmp_path_factory.mktemp("zs")), [])
 
 
-# Measured on this world with the shipped CLIP (8 shots, 3 epochs, lr 0.002, seed 1, base test 108 images):
-# zero-shot 46.3 %, CoOp 50.0 %, CoCoOp 39.8 %, GOPro 40.7 %. The two image-conditioned methods start
-# from a random meta-net/projector shift that is large next to this CLIP's token embeddings (norm ~0.2)
-# and do not recover in a short run; that is a measured result, kept visible as strict xfails (they
-# turn into failures the day they beat zero-shot, so the expectation gets updated).
-_BELOW_ZERO_SHOT = pytest.mark.xfail(strict=True, reason="measured below zero-shot in short runs on the world")
+# Measured on this world with the shipped CLIP (8 shots, lr 0.002, base test 108 images, so one image is
+# 0.9 points); zero-shot 46.3 %, whatever the seed.
+#   Public init, seed 1, 3 epochs: CoOp 50.0, CoCoOp 39.8, GOPro 40.7; 5 epochs: CoOp 48.1, CoCoOp 38.0, GOPro 42.6.
+# At that init the image-conditioned shift (CoCoOp's meta-net; GOPro's projectors through rho) has norm 2.4 / 3.1
+# next to 0.17-0.21 for the "a photo of a" token embeddings, so the prompt starts far from the hand-written one.
+# The world configs zero-initialise it (TRAINER.COCOOP.ZERO_INIT_META, TRAINER.GOPRO.ZERO_INIT_SHIFT); with the
+# demo's schedule (5 epochs), seeds 1 / 2 / 3:
+#   CoOp 48.1 / 49.1 / 47.2, CoCoOp 49.1 / 48.1 / 50.0, GOPro 50.0 / 45.4 / 43.5 (mean 46.3 = zero-shot).
+# (Seed 1, 3 epochs: CoCoOp 49.1, GOPro 45.4.) CoOp and CoCoOp beat zero-shot on every seed. GOPro does so
+# only on seed 1, so that is not claimed; its test below checks what holds on every seed measured: the short
+# run stays within 5 points of zero-shot (43.5 at worst), which the public init (40.7 / 42.6) does not.
 
 
-@pytest.mark.parametrize("trainer_name", [
-    "CoOp",
-    pytest.param("CoCoOp", marks=_BELOW_ZERO_SHOT),
-    pytest.param("GOPro", marks=_BELOW_ZERO_SHOT),
-])
+@pytest.mark.parametrize("trainer_name", ["CoOp", "CoCoOp"])
 def test_short_run_beats_zero_shot_on_base(trainer_name, run_root, zeroshot_base, tmp_path) -> None:
-    accuracy = _base_accuracy(trainer_name, run_root, str(tmp_path),
-                              ["DATASET.NUM_SHOTS", "8", "OPTIM.MAX_EPOCH", "3"])
+    accuracy = _base_accuracy(trainer_name, run_root, str(tmp_path), ["DATASET.NUM_SHOTS", "8"])
     assert accuracy > 5 * 100 / 18, f"{trainer_name}: {accuracy:.1f}% is near chance on 18 base classes"
     assert accuracy > zeroshot_base, f"{trainer_name}: {accuracy:.1f}% after training vs {zeroshot_base:.1f}% zero-shot"
+
+
+def test_gopro_short_run_stays_near_zero_shot_on_base(run_root, zeroshot_base, tmp_path) -> None:
+    accuracy = _base_accuracy("GOPro", run_root, str(tmp_path), ["DATASET.NUM_SHOTS", "8"])
+    assert accuracy > 5 * 100 / 18, f"GOPro: {accuracy:.1f}% is near chance on 18 base classes"
+    assert accuracy >= zeroshot_base - 5.0, f"GOPro: {accuracy:.1f}% after training vs {zeroshot_base:.1f}% zero-shot"

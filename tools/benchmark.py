@@ -195,8 +195,9 @@ def median(values: list[float]) -> float:
 
 def class_names(n: int, tokens_per_name: int) -> list[str]:
     """``n`` distinct names of ``tokens_per_name`` words, each one BPE token (so the cut length is known)."""
-    import clip
     from open_clip.tokenizer import SimpleTokenizer
+
+    import clip
 
     vocab = SimpleTokenizer().encoder  # BPE string -> id; whole words end in "</w>"
     words = [w[: -len("</w>")] for w, _ in sorted(vocab.items(), key=lambda kv: kv[1]) if w.endswith("</w>")]

@@ -24,24 +24,32 @@ def add_cocoop_config(cfg: CN) -> None:
     cfg.TRAINER.COCOOP.CTX_INIT = ""
     cfg.TRAINER.COCOOP.PREC = "bf16"  # fp32, fp16, amp, bf16; CPU runs fp32
     cfg.TRAINER.COCOOP.EVAL_PROMPT_CHUNK = 1024  # (image, class) prompts per text-tower pass at evaluation
+    # Off = the public code's init. On: the meta-net's last layer starts at zero, so the shift is 0 and
+    # training starts from CTX_INIT exactly; useful when the default shift dwarfs the token embeddings.
+    cfg.TRAINER.COCOOP.ZERO_INIT_META = False
 
 
 class CoCoOpPromptLearner(nn.Module):
     """Shared context plus a meta-net that maps an image feature to a shift of every context token."""
 
-    def __init__(self, ctx: Tensor, embed_dim: int, text_width: int):
+    def __init__(self, ctx: Tensor, embed_dim: int, text_width: int, zero_init_meta: bool = False):
         super().__init__()
         self.ctx = nn.Parameter(ctx)  # [n_ctx, text_width]
         hidden = max(1, embed_dim // 16)
         self.meta_net = nn.Sequential(
             nn.Linear(embed_dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, text_width)
         )
+        if zero_init_meta:
+            # Zero output now; the last layer still gets the hidden activations as gradient, and once it
+            # moves the first layer learns too.
+            nn.init.zeros_(self.meta_net[-1].weight)
+            nn.init.zeros_(self.meta_net[-1].bias)
 
     @classmethod
     def from_config(cls, cfg: CN, clip_model) -> CoCoOpPromptLearner:
         c = cfg.TRAINER.COCOOP
         ctx = init_context(clip_model, c.N_CTX, c.CTX_INIT)
-        return cls(ctx, clip_model.embed_dim, clip_model.text_width)
+        return cls(ctx, clip_model.embed_dim, clip_model.text_width, c.ZERO_INIT_META)
 
     @property
     def n_ctx(self) -> int:

@@ -38,6 +38,9 @@ def add_gopro_config(cfg: CN) -> None:
     cfg.TRAINER.GOPRO.VIEW_SPECIFIC_RHO = False  # paper figure: one layer mix per view
     cfg.TRAINER.GOPRO.PROJECTOR_IN_LOGITS = False  # paper figure: image projector output feeds the logits
     cfg.TRAINER.GOPRO.EVAL_PROMPT_CHUNK = 1024  # (image, class) prompts per text-tower pass at evaluation
+    # Off = the public code's init. On: rho starts at zero, so the shift pi(x) is 0 and training starts from
+    # CTX_INIT exactly; useful when the default shift dwarfs the token embeddings (small CLIPs).
+    cfg.TRAINER.GOPRO.ZERO_INIT_SHIFT = False
 
 
 def layer_statistics(layers: Sequence[Tensor]) -> list[tuple[Tensor, Tensor]]:
@@ -61,6 +64,7 @@ class GOProPromptLearner(nn.Module):
         text_width: int,
         embed_dim: int,
         view_specific_rho: bool = False,
+        zero_init_shift: bool = False,
     ):
         super().__init__()
         n_layers = len(layer_widths)
@@ -69,6 +73,12 @@ class GOProPromptLearner(nn.Module):
         self.content_projector = nn.ModuleList(nn.Linear(w, text_width) for w in layer_widths)
         n_rho = len(VIEW_KEYS) if view_specific_rho else 1
         self.rho = nn.ModuleList(nn.Linear(n_layers, 1) for _ in range(n_rho))
+        if zero_init_shift:
+            # rho is the last map before the shift: zero output now, yet its weight gets the per-layer
+            # inputs as gradient, and once it moves the projectors behind it learn too.
+            for rho in self.rho:
+                nn.init.zeros_(rho.weight)
+                nn.init.zeros_(rho.bias)
         self.image_projector = nn.Sequential(nn.Linear(embed_dim, embed_dim), nn.BatchNorm1d(embed_dim))
 
     @classmethod
@@ -80,6 +90,7 @@ class GOProPromptLearner(nn.Module):
             text_width=clip_model.text_width,
             embed_dim=clip_model.embed_dim,
             view_specific_rho=g.VIEW_SPECIFIC_RHO,
+            zero_init_shift=g.ZERO_INIT_SHIFT,
         )
 
     @property

@@ -198,7 +198,7 @@ class TrainerBase:
         self.start_epoch = start_epoch
         self.max_epoch = max_epoch
         self.before_train()
-        for self.epoch in range(self.start_epoch, self.max_epoch):
+        for self.epoch in range(self.start_epoch, self.max_epoch):  # noqa: B020  (Dassl exposes self.epoch)
             self.before_epoch()
             self.run_epoch()
             self.after_epoch()
@@ -604,7 +604,7 @@ class TrainerX(SimpleTrainer):
             leave=False,
         )
         end = time.time()
-        for self.batch_idx, batch in enumerate(self.train_loader_x):
+        for self.batch_idx, batch in enumerate(self.train_loader_x):  # noqa: B020  (Dassl exposes self.batch_idx)
             if self.batch_idx < skip:  # already trained on before the interruption
                 if self.batch_idx == skip - 1:
                     restore_rng_state(resume_rng, self._samplers())

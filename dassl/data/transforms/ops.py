@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import torch
 from PIL import Image
-from torchvision.transforms import InterpolationMode
-from torchvision.transforms import v2
+from torchvision.transforms import InterpolationMode, v2
 
 __all__ = ["Random2DTranslation", "Cutout", "GaussianNoise", "InstanceNormalization", "RandomMagnitudeRandAugment"]
 

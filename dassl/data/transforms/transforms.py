@@ -7,8 +7,7 @@ from __future__ import annotations
 import logging
 
 import torch
-from torchvision.transforms import AutoAugmentPolicy, InterpolationMode
-from torchvision.transforms import v2
+from torchvision.transforms import AutoAugmentPolicy, InterpolationMode, v2
 
 from .ops import Cutout, GaussianNoise, InstanceNormalization, Random2DTranslation, RandomMagnitudeRandAugment
 
