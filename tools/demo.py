@@ -15,6 +15,7 @@ on 1 thread, 1.0-3.5 s/step on 2 threads next to a busy process).
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import os.path as osp
@@ -124,6 +125,28 @@ def print_results(args: argparse.Namespace) -> None:
         print(f"\nplot: {osp.join(tree, 'results.png')}")
 
 
+def summary(output: str) -> str:
+    """One Markdown table per task with a row per trainer, from the results.json files results.py wrote."""
+    lines = []
+    for task in TASKS:
+        with open(osp.join(osp.abspath(output), task, "results.json")) as f:
+            tables = json.load(f)["tables"]
+        if task == "base2new":
+            lines += [f"### {task}: all trainers", "", "| Trainer | Base | New | HM |", "|---|---|---|---|"]
+            lines += [f"| {t['trainer']} | {t['average']['base']:.2f} | {t['average']['new']:.2f} | {t['average']['hm']:.2f} |"
+                      for t in tables]
+        else:
+            targets = [r["dataset"] for r in tables[0]["rows"] if r["role"] == "target"]
+            lines += ["", f"### {task}: all trainers", "",
+                      "| Trainer | " + " | ".join([f"{tables[0]['source']} (source)", *targets, "target avg"]) + " |",
+                      "|---" * (len(targets) + 3) + "|"]
+            for t in tables:
+                accuracy = {r["dataset"]: r["accuracy"]["mean"] for r in t["rows"]}
+                cells = [accuracy.get(t["source"]), *(accuracy.get(d) for d in targets), t["target_average"]]
+                lines.append(f"| {t['trainer']} | " + " | ".join("—" if c is None else f"{c:.2f}" for c in cells) + " |")
+    return "\n".join(lines)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--output", default=osp.join(REPO, "demo_output"), help="output tree (default: demo_output/)")
@@ -178,6 +201,8 @@ def main(argv: list[str] | None = None) -> None:
         for future in futures:
             future.result()  # re-raises the first failure's SystemExit
     print_results(args)
+    print(f"\n## Summary (embedded world, {args.shots} shots, seeds {args.seeds})\n")
+    print(summary(args.output))
     print(f"\ndemo: {n_runs} protocol runs in {time.time() - start:.0f} s; logs: {log_dir}")
 
 
