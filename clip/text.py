@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 from open_clip.transformer import ResidualAttentionBlock
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 
 def check_text_tower(text: nn.Module) -> None:
@@ -34,19 +35,26 @@ def causal_block(block: ResidualAttentionBlock, x: torch.Tensor) -> torch.Tensor
 
 
 def encode_from_embeddings(
-    text: nn.Module, embeddings: torch.Tensor, eot_index: torch.Tensor, truncate: bool = True
+    text: nn.Module,
+    embeddings: torch.Tensor,
+    eot_index: torch.Tensor,
+    truncate: bool = True,
+    checkpointing: bool = False,
 ) -> torch.Tensor:
     """Text features [N, embed_dim] of token embeddings [N, L, width] read at `eot_index` [N].
 
     `text` holds open_clip's text pieces (transformer, positional_embedding, ln_final, text_projection).
+    With `checkpointing` (and grad enabled) each block's activations are recomputed in backward instead of
+    kept, so memory no longer grows with the blocks' internals times the number of prompts.
     """
     if truncate:
         # Causal attention: tokens after the last EOT never reach an EOT, so dropping them is exact.
         embeddings = embeddings[:, : int(eot_index.max()) + 1]
     length = embeddings.shape[1]
     x = embeddings + text.positional_embedding[:length].to(embeddings.dtype)
+    recompute = checkpointing and torch.is_grad_enabled()
     for block in text.transformer.resblocks:
-        x = causal_block(block, x)
+        x = checkpoint(causal_block, block, x, use_reentrant=False) if recompute else causal_block(block, x)
     x = x[torch.arange(x.shape[0], device=x.device), eot_index]  # [N, width]
     x = text.ln_final(x)  # per-token norm: normalising only the EOT tokens is exact
     projection = text.text_projection

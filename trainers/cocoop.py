@@ -23,6 +23,7 @@ def add_cocoop_config(cfg: CN) -> None:
     cfg.TRAINER.COCOOP.N_CTX = 16
     cfg.TRAINER.COCOOP.CTX_INIT = ""
     cfg.TRAINER.COCOOP.PREC = "bf16"  # fp32, fp16, amp, bf16; CPU runs fp32
+    cfg.TRAINER.COCOOP.TEXT_CHECKPOINTING = False  # recompute text activations in backward: memory for time
     cfg.TRAINER.COCOOP.EVAL_PROMPT_CHUNK = 1024  # (image, class) prompts per text-tower pass at evaluation
     # Off = the public code's init. On: the meta-net's last layer starts at zero, so the shift is 0 and
     # training starts from CTX_INIT exactly; useful when the default shift dwarfs the token embeddings.

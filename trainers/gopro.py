@@ -37,6 +37,7 @@ def add_gopro_config(cfg: CN) -> None:
     cfg.TRAINER.GOPRO.SIMCLR_TEMPERATURE = 0.1
     cfg.TRAINER.GOPRO.VIEW_SPECIFIC_RHO = False  # paper figure: one layer mix per view
     cfg.TRAINER.GOPRO.PROJECTOR_IN_LOGITS = False  # paper figure: image projector output feeds the logits
+    cfg.TRAINER.GOPRO.TEXT_CHECKPOINTING = False  # recompute text activations in backward: memory for time
     cfg.TRAINER.GOPRO.EVAL_PROMPT_CHUNK = 1024  # (image, class) prompts per text-tower pass at evaluation
     # Off = the public code's init. On: rho starts at zero, so the shift pi(x) is 0 and training starts from
     # CTX_INIT exactly; useful when the default shift dwarfs the token embeddings (small CLIPs).

@@ -269,6 +269,7 @@ class PromptTrainer(TrainerX):
         self.precision = resolve_precision(prec, self.device)
         clip_model = load_clip(self.cfg, self.device, prec, self.precision)
         check_input_size(self.cfg, clip_model)
+        clip_model.text_checkpointing = bool(self.cfg.TRAINER[self.CFG_NODE].get("TEXT_CHECKPOINTING", False))
         return clip_model
 
     def register_learner(self, learner: nn.Module) -> None:
