@@ -2,7 +2,7 @@
 
 A loader sets a few class attributes (folder names, split file) and, when it has no split JSON or
 can rebuild one, overrides ``build_split`` or ``read_splits``. ``BenchmarkDataset.__init__`` then
-runs the order every CoOp-family dataset follows (see ``../shared/reference/dassl_spec.md`` §3.7):
+runs the order every CoOp-family dataset follows:
 
 1. check the layout on disk (one error naming the first missing path and the DATASETS.md section);
 2. read the split JSON, or build it from the raw annotations and save it;
@@ -21,14 +21,13 @@ import os
 import os.path as osp
 import pickle
 import random
-import tempfile
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 
 from dassl.data.datasets import DatasetBase, Datum
-from dassl.utils import listdir_nohidden, mkdir_if_missing
+from dassl.utils import atomic_write_bytes, listdir_nohidden, mkdir_if_missing
 
-__all__ = ["BenchmarkDataset", "SUBSAMPLE_CHOICES", "first_missing_file", "atomic_write_bytes"]
+__all__ = ["BenchmarkDataset", "SUBSAMPLE_CHOICES", "first_missing_file"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,23 +50,6 @@ def first_missing_file(paths: Iterable[str]) -> tuple[str | None, int]:
             first = first or path
             count += 1
     return first, count
-
-
-def atomic_write_bytes(data: bytes, path: str) -> None:
-    """Write ``path`` through a temporary file and a rename, so a killed run never leaves half a file."""
-    folder = osp.dirname(path)
-    mkdir_if_missing(folder)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=osp.basename(path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if osp.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 class BenchmarkDataset(DatasetBase):

@@ -9,8 +9,9 @@ import pickle
 from tqdm import tqdm
 
 from dassl.data.datasets import DATASET_REGISTRY, Datum
+from dassl.utils import atomic_write_bytes
 
-from .base import BenchmarkDataset, atomic_write_bytes, first_missing_file
+from .base import BenchmarkDataset, first_missing_file
 
 
 class ImageNetFolders(BenchmarkDataset):

@@ -1,4 +1,4 @@
-"""Dassl's default config schema (spec §2.1) and the hook that lets packages extend it."""
+"""Dassl's default config schema and the hook that lets packages extend it."""
 from __future__ import annotations
 
 from collections.abc import Callable

@@ -22,6 +22,7 @@ from .tools import mkdir_if_missing
 __all__ = [
     "atomic_torch_save",
     "atomic_write_text",
+    "atomic_write_bytes",
     "save_checkpoint",
     "load_checkpoint",
     "resume_from_checkpoint",
@@ -71,7 +72,12 @@ def atomic_torch_save(obj: Any, path: str) -> None:
 
 def atomic_write_text(path: str, text: str) -> None:
     """Write ``text`` to ``path`` atomically."""
-    _atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+    atomic_write_bytes(text.encode("utf-8"), path)
+
+
+def atomic_write_bytes(data: bytes, path: str) -> None:
+    """Write ``data`` to ``path`` atomically (temp file, fsync, rename)."""
+    _atomic_write(path, lambda f: f.write(data))
 
 
 def _strip_module_prefix(state_dict: dict) -> OrderedDict:

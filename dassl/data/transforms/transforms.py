@@ -1,4 +1,4 @@
-"""``build_transform``: Dassl's train / test pipelines (spec §3.3) on ``torchvision.transforms.v2``.
+"""``build_transform``: Dassl's train / test pipelines on ``torchvision.transforms.v2``.
 
 The order of the steps is fixed here, not by ``INPUT.TRANSFORMS``; each step logs one ``+ ...`` line.
 """
