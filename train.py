@@ -12,12 +12,14 @@ import os.path as osp
 import sys
 
 import torch.distributed as dist
+from yacs.config import CfgNode
 
 import datasets  # noqa: F401  (registers every dataset loader)
 import trainers  # noqa: F401  (registers every trainer)
 from dassl.config import get_cfg_default, merge_from_file_checked, merge_from_list_checked
 from dassl.engine import build_trainer
 from dassl.engine.distributed import init_distributed_from_env, is_main_process
+from dassl.engine.run_state import last_checkpoint_path
 from dassl.utils import atomic_write_text, collect_env_info, set_random_seed, setup_logger
 
 logger = logging.getLogger("train")
@@ -99,10 +101,27 @@ def setup_cfg(args: argparse.Namespace):
     return cfg
 
 
+def trained_final_model(model_dir: str, default: str) -> str:
+    """TEST.FINAL_MODEL of the run that wrote ``model_dir`` (its config.yaml), else ``default``."""
+    path = osp.join(model_dir, "config.yaml")
+    if not osp.isfile(path):
+        return default
+    with open(path) as f:
+        return CfgNode.load_cfg(f).get("TEST", {}).get("FINAL_MODEL", default)
+
+
 def evaluate_saved_model(trainer, model_dir: str, load_epoch: int | None) -> float:
-    """Load the requested (or the latest) checkpoint from ``model_dir`` and test it; never trains."""
+    """Load the requested checkpoint from ``model_dir`` and test it; never trains.
+
+    Without ``load_epoch`` it loads the model the training run deployed: model-best for a best_val run,
+    else the latest checkpoint, so base and new accuracies always come from the same model.
+    """
+    if load_epoch is not None and not model_dir:
+        raise ValueError("--load-epoch needs --model-dir (the training run's output folder)")
     if model_dir and load_epoch is None:
-        load_epoch = trainer.latest_saved_epoch(model_dir)
+        latest = trainer.latest_saved_epoch(model_dir)  # also checks that the folder holds a checkpoint
+        best_val = trained_final_model(model_dir, trainer.cfg.TEST.FINAL_MODEL) == "best_val"
+        load_epoch = None if best_val else latest
     trainer.load_model(model_dir, epoch=load_epoch)
     return trainer.test()
 
@@ -119,7 +138,9 @@ def main(argv: list[str] | None = None) -> None:
     logger.info("Arguments:\n" + "\n".join(f"{k}: {v}" for k, v in sorted(vars(args).items())))
     logger.info("Config:\n" + cfg.dump())
     logger.info("Collecting env info ...\n" + collect_env_info())
-    if is_main_process():
+    # A folder that already holds a run keeps its config.yaml: the engine resumes only when the configs
+    # agree, and a refused run must not leave a config that does not describe the checkpoints beside it.
+    if is_main_process() and not osp.exists(last_checkpoint_path(cfg.OUTPUT_DIR)):
         atomic_write_text(osp.join(cfg.OUTPUT_DIR, "config.yaml"), cfg.dump())
 
     try:

@@ -168,11 +168,15 @@ seed_dir() {
     echo "$OUTPUT/$task/$TRAINER/$CFG/$dataset/shots_$SHOTS/seed$seed"
 }
 
-# The skip rule of upstream's parser: a result is a "* accuracy:" line after "=> result".
+# The skip rule of upstream's parser: a result is a "* accuracy:" line after "=> result" -- of a
+# test-split evaluation, since best_val training logs also hold per-epoch *val* results.
 has_result() {
     local run_dir="$1"
     [[ -f "$run_dir/log.txt" ]] || return 1
-    awk '/=> result/ { seen = 1 } seen && /\* accuracy: / { found = 1 } END { exit !found }' "$run_dir/log.txt"
+    awk '/Evaluate on the \*/ { seen = 0; val = ($0 !~ /Evaluate on the \*test\* set/) }
+         /=> result/ { seen = 1 }
+         seen && !val && /\* accuracy: / { found = 1 }
+         END { exit !found }' "$run_dir/log.txt"
 }
 
 # An interrupted run left a log.txt without a result. The engine would write the rerun's

@@ -136,7 +136,10 @@ def test_bad_image_error_names_the_file(cfg, ten_items, tmp_path):
 def test_skip_bad_images_warns_once_and_counts(cfg, ten_items, tmp_path, caplog):
     (tmp_path / "imgs" / "img_2.png").write_bytes(b"not an image")
     cfg.DATALOADER.SKIP_BAD_IMAGES = True
-    wrapper = DatasetWrapper(cfg, ten_items, transform=build_transform(cfg, is_train=False))
+    evaluation = DatasetWrapper(cfg, ten_items, transform=build_transform(cfg, is_train=False))
+    with pytest.raises(BadImageError, match="img_2.png"):  # evaluation never substitutes: it would bias accuracy
+        evaluation[2]
+    wrapper = DatasetWrapper(cfg, ten_items, transform=build_transform(cfg, is_train=False), is_train=True)
     reset_bad_image_count()
     with caplog.at_level(logging.WARNING, logger="dassl"):
         first, second = wrapper[2], wrapper[2]
@@ -150,7 +153,7 @@ def test_skip_bad_images_warns_once_and_counts(cfg, ten_items, tmp_path, caplog)
     # Counted in the main process even when a worker process reads the file.
     cfg.DATALOADER.NUM_WORKERS = 1
     loader = build_data_loader(
-        cfg, "SequentialSampler", ten_items, batch_size=5, tfm=build_transform(cfg, is_train=False), is_train=False
+        cfg, "SequentialSampler", ten_items, batch_size=5, tfm=build_transform(cfg, is_train=False), is_train=True
     )
     indices = torch.cat([b["index"] for b in loader]).tolist()
     assert indices == [0, 1, 3, 3, 4, 5, 6, 7, 8, 9]

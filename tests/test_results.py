@@ -174,3 +174,13 @@ def test_reference_file_is_consistent() -> None:
             targets = [v for d, v in entry["accuracy"].items() if d != entry["source_dataset"]]
             assert len(targets) == count
             assert results.mean(targets) == pytest.approx(entry["target_average"], abs=0.011)
+
+
+def test_best_val_training_logs_count_only_the_test_result(tmp_path):
+    """Per-epoch *val* results of a best_val run are never the run's result, finished or not."""
+    killed = tmp_path / "killed.txt"
+    killed.write_text("Evaluate on the *val* set\n=> result\n* accuracy: 50.0%\n")
+    finished = tmp_path / "finished.txt"
+    finished.write_text(killed.read_text() + "Finish training\nEvaluate on the *test* set\n=> result\n* accuracy: 61.0%\n")
+    assert results.read_accuracy(killed) is None
+    assert results.read_accuracy(finished) == 61.0

@@ -95,3 +95,27 @@ def test_unknown_key_in_a_config_file_names_key_and_file(setup):
     bad.write_text("OPTIM:\n  LRR: 0.1\n")
     with pytest.raises(ConfigError, match=r"OPTIM\.LRR.*bad\.yaml"):
         run_main([*setup["flags"][:-2], "--config-file", str(bad), "--output-dir", str(setup["base"] / "bad")])
+
+
+def test_eval_only_deploys_the_model_a_best_val_run_deployed(setup):
+    """Base (end of training) and new (eval-only) accuracies must come from the same model-best file."""
+    train_dir = str(setup["base"] / "train_best")
+    run_main([*setup["flags"], "--output-dir", train_dir, *setup["opts"], "TEST.FINAL_MODEL", "best_val"])
+    out = str(setup["base"] / "eval_best")
+    run_main([*setup["flags"], "--output-dir", out, "--model-dir", train_dir, "--eval-only", *setup["opts"]])
+    log = read(os.path.join(out, "log.txt"))
+    assert "model-best.pth.tar" in log and "model.pth.tar-2" not in log
+
+
+def test_load_epoch_without_model_dir_is_refused(setup):
+    with pytest.raises(ValueError, match="--load-epoch needs --model-dir"):
+        run_main([*setup["flags"], "--output-dir", str(setup["base"] / "no_dir"), "--load-epoch", "2", "--eval-only",
+                  *setup["opts"]])  # fmt: skip
+
+
+def test_a_refused_resume_leaves_the_runs_config_yaml(setup):
+    train_dir = setup["train_dir"]
+    before = read(os.path.join(train_dir, "config.yaml"))
+    with pytest.raises(Exception, match="OPTIM.LR"):
+        run_main([*setup["flags"], "--output-dir", train_dir, *setup["opts"], "OPTIM.LR", "0.5"])
+    assert read(os.path.join(train_dir, "config.yaml")) == before

@@ -25,6 +25,9 @@ from pathlib import Path
 
 RESULT_MARKER = "=> result"
 ACCURACY_PATTERN = re.compile(r"\* accuracy: ([\.\deE+-]+)%")
+# The engine names the split before each evaluation; with TEST.FINAL_MODEL best_val a training log also
+# holds per-epoch *val* results, which are never the run's result.
+EVAL_SPLIT_PATTERN = re.compile(r"Evaluate on the \*(\w+)\* set")
 MISSING = "—"
 
 BASE_RUN = "train_base"
@@ -52,14 +55,18 @@ REFERENCE_NAME_OF_TRAINER = {"ZeroshotCLIP": "CLIP"}
 
 
 def read_accuracy(log_path: Path) -> float | None:
-    """The last accuracy printed after the result marker, or None when the run has none."""
+    """The last test-split accuracy printed after the result marker, or None when the run has none."""
     accuracy = None
     after_marker = False
+    split = None  # the split of the latest "Evaluate on the *X* set" line; None in logs without one
     with open(log_path, encoding="utf-8", errors="replace") as log:
         for line in log:
+            named = EVAL_SPLIT_PATTERN.search(line)
+            if named:
+                split, after_marker = named.group(1), False
             if RESULT_MARKER in line:
                 after_marker = True
-            if after_marker:
+            if after_marker and split in (None, "test"):
                 match = ACCURACY_PATTERN.search(line)
                 if match:
                     accuracy = float(match.group(1))

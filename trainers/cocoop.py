@@ -12,7 +12,14 @@ from yacs.config import CfgNode as CN
 from dassl.config import register_cfg_extension
 from dassl.engine import TRAINER_REGISTRY
 
-from .prompting import ClassPrompts, PromptTrainer, check_context_fits, classification_terms, init_context
+from .prompting import (
+    ClassPrompts,
+    PromptTrainer,
+    check_context_fits,
+    classification_terms,
+    cosine_logits,
+    init_context,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +93,7 @@ class CoCoOpNet(nn.Module):
         """Logits [B, n_cls] with every (image, class) prompt in one text-tower pass."""
         features = self._image_features(images)
         text = self.class_prompts.instance_features(self.clip, self.prompt_learner.contexts(features))
-        return self.clip.logit_scale.exp() * torch.einsum("be,bce->bc", features, text)
+        return cosine_logits(self.clip.logit_scale, features, text)
 
     @torch.no_grad()
     def forward(self, images: Tensor) -> Tensor:

@@ -12,7 +12,14 @@ from yacs.config import CfgNode as CN
 from dassl.config import register_cfg_extension
 from dassl.engine import TRAINER_REGISTRY
 
-from .prompting import ClassPrompts, PromptTrainer, check_context_fits, classification_terms, init_context
+from .prompting import (
+    ClassPrompts,
+    PromptTrainer,
+    check_context_fits,
+    classification_terms,
+    cosine_logits,
+    init_context,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +73,7 @@ class CoOpNet(nn.Module):
         """Class logits [B, n_cls]; all classes' prompts go through the text tower once."""
         with torch.no_grad():
             features = F.normalize(self.clip.encode_image(images).float(), dim=-1)
-        return self.clip.logit_scale.exp() * features @ self.text_features().t()
+        return cosine_logits(self.clip.logit_scale, features, self.text_features())
 
     def text_features(self) -> Tensor:
         """Class text features [n_cls, E]; without grad they depend on ctx alone, so they are reused."""

@@ -15,9 +15,17 @@ from yacs.config import CfgNode as CN
 
 from dassl.config import register_cfg_extension
 from dassl.engine import TRAINER_REGISTRY
+from dassl.engine.distributed import get_world_size
 
 from .losses import consistency_loss, simclr_loss
-from .prompting import ClassPrompts, PromptTrainer, check_context_fits, check_precision, init_context
+from .prompting import (
+    ClassPrompts,
+    PromptTrainer,
+    check_context_fits,
+    check_precision,
+    cosine_logits,
+    init_context,
+)
 from .views import VIEW_KEYS, build_view_transforms
 
 logger = logging.getLogger(__name__)
@@ -200,7 +208,7 @@ class GOProNet(nn.Module):
         projector = self.prompt_learner.image_projector
         projected = projector(features[0]) if needs_projection else None
         image_features = self._logit_features(features[0], projected)
-        logits = self.clip.logit_scale.exp() * torch.einsum("be,bce->bc", image_features, text[0])
+        logits = cosine_logits(self.clip.logit_scale, image_features, text[0])
 
         zero = logits.new_zeros(())
         losses = {"loss_ce": self.w_ce * F.cross_entropy(logits, labels) if self.w_ce > 0 else zero}
@@ -239,6 +247,12 @@ def check_gopro_cfg(cfg: CN) -> None:
         raise ValueError("TRAINER.GOPRO.W_CE, W_CONSISTENCY and W_CONTRASTIVE are all 0; at least one must be > 0")
     if g.SIMCLR_TEMPERATURE <= 0:
         raise ValueError(f"TRAINER.GOPRO.SIMCLR_TEMPERATURE is {g.SIMCLR_TEMPERATURE}; it must be > 0")
+    per_rank = cfg.DATALOADER.TRAIN_X.BATCH_SIZE // get_world_size()
+    if (g.W_CONTRASTIVE > 0 or g.PROJECTOR_IN_LOGITS) and per_rank < 2:
+        raise ValueError(
+            f"DATALOADER.TRAIN_X.BATCH_SIZE {cfg.DATALOADER.TRAIN_X.BATCH_SIZE} gives {per_rank} image(s) per process; "
+            "the image projector's BatchNorm needs >= 2 (or set TRAINER.GOPRO.W_CONTRASTIVE 0)"
+        )
     if g.EVAL_PROMPT_CHUNK < 1:
         raise ValueError(f"TRAINER.GOPRO.EVAL_PROMPT_CHUNK is {g.EVAL_PROMPT_CHUNK}; it must be >= 1")
 

@@ -30,6 +30,7 @@ __all__ = [
     "load_learned_state",
     "PromptTrainer",
     "classification_terms",
+    "cosine_logits",
 ]
 
 PRECISIONS = ("fp32", "fp16", "amp", "bf16")
@@ -102,7 +103,7 @@ def _token_counts(texts: Sequence[str]) -> list[int]:
 
 def check_context_fits(n_ctx: int, classnames: Sequence[str], context_length: int, key: str) -> None:
     """N_CTX context tokens plus the longest class prompt must fit the text tower's context length."""
-    counts = _token_counts([f"{name}." for name in classnames])
+    counts = _token_counts([f"{name.replace('_', ' ')}." for name in classnames])  # as ClassPrompts builds them
     longest = max(range(len(counts)), key=counts.__getitem__)
     needed = n_ctx + counts[longest]
     if needed > context_length:
@@ -244,6 +245,17 @@ def load_learned_state(trainer, directory: str, epoch: int | None = None) -> Non
         checkpoint = load_checkpoint(path)
         load_state_dict_checked(trainer._models[name], checkpoint["state_dict"], path, _CLASS_SET_KEYS)
         logger.info('Loaded model weights from "%s" (epoch = %s)', path, checkpoint.get("epoch"))
+
+
+def cosine_logits(logit_scale: Tensor, image_features: Tensor, text_features: Tensor) -> Tensor:
+    """CLIP logits exp(logit_scale)·<f, t> in fp32 even under autocast (bf16 would round them to ~0.1).
+
+    ``text_features`` is [C, E] (shared by all images) or [B, C, E] (one set per image).
+    """
+    with torch.autocast(image_features.device.type, enabled=False):
+        f, t = image_features.float(), text_features.float()
+        similarity = f @ t.t() if t.dim() == 2 else torch.einsum("be,bce->bc", f, t)
+        return logit_scale.float().exp() * similarity
 
 
 def classification_terms(logits: Tensor, labels: Tensor) -> dict[str, Tensor]:

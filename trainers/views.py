@@ -58,7 +58,7 @@ def augmix_view(cfg) -> v2.Compose:
     return v2.Compose([
         v2.RandomResizedCrop(_image_size(cfg), interpolation=_interpolation(cfg)),
         v2.RandomHorizontalFlip(),
-        v2.AugMix(),
+        v2.AugMix(severity=1, all_ops=False),  # the public code: severity 1, geometric + tone ops only
         *_to_normalised_tensor(cfg),
     ])
 

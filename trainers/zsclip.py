@@ -13,7 +13,7 @@ import clip
 from dassl.config import register_cfg_extension
 from dassl.engine import TRAINER_REGISTRY
 
-from .prompting import PromptTrainer, zeroshot_template
+from .prompting import PromptTrainer, cosine_logits, zeroshot_template
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ class ZeroshotClassifier(nn.Module):
     @torch.no_grad()
     def forward(self, images: Tensor) -> Tensor:
         features = F.normalize(self.clip.encode_image(images).float(), dim=-1)
-        return self.clip.logit_scale.exp() * features @ self.text_features.t()
+        return cosine_logits(self.clip.logit_scale, features, self.text_features)
 
 
 @TRAINER_REGISTRY.register()

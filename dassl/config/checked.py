@@ -63,6 +63,8 @@ def merge_from_file_checked(cfg: CN, path: str) -> None:
         raise ConfigError(f'Config file not found: "{path}"') from err
     except (KeyError, AssertionError, ValueError) as err:
         raise _explain(err, cfg, f'in file "{path}"') from err
+    except (AttributeError, TypeError) as err:  # valid YAML that is not a mapping of keys
+        raise ConfigError(f'Config file "{path}" must be a mapping of KEY: value entries ({err})') from err
     except Exception as err:  # YAML syntax errors and the like
         if type(err).__module__.startswith("yaml"):
             raise ConfigError(f'Cannot parse config file "{path}": {err}'.replace("\n", " ")) from err

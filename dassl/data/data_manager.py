@@ -69,7 +69,8 @@ class DatasetWrapper(TorchDataset):
         self.is_train = is_train
         self.k_tfm = cfg.DATALOADER.K_TRANSFORMS if is_train else 1
         self.return_img0 = cfg.DATALOADER.RETURN_IMG0
-        self.skip_bad_images = cfg.DATALOADER.SKIP_BAD_IMAGES
+        # Only training may substitute a bad image: in evaluation a duplicate would bias the accuracy.
+        self.skip_bad_images = cfg.DATALOADER.SKIP_BAD_IMAGES and is_train
         if self.k_tfm > 1 and transform is None:
             raise ValueError(
                 f"DATALOADER.K_TRANSFORMS={self.k_tfm} needs a transform, but the transform is None "

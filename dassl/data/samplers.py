@@ -134,8 +134,10 @@ class GlobalBatchSampler(Sampler[list[int]]):
 
     ``batch_size`` is the global batch. With world size 1 this yields the whole global batch, so
     one process and the union of N processes see identical batches. The epoch comes from
-    ``set_epoch``; without it, every new iteration advances to the next epoch. A final partial
-    batch smaller than the world size is dropped, since some rank would get no sample.
+    ``set_epoch``; without it, every new iteration advances to the next epoch. Every rank gets the
+    same number of samples (per-rank losses are averaged with equal weights, and all_gather needs
+    equal sizes): the global batch must divide by the world size, and under DDP a final partial
+    batch is cut to a multiple of it.
     """
 
     def __init__(
@@ -150,6 +152,11 @@ class GlobalBatchSampler(Sampler[list[int]]):
     ):
         if not 0 <= rank < world_size:
             raise ValueError(f"rank must be in [0, {world_size}), got {rank}")
+        if batch_size % world_size != 0:
+            raise ValueError(
+                f"DATALOADER.TRAIN_X.BATCH_SIZE {batch_size} is the global batch and must be divisible by the "
+                f"number of processes ({world_size}); use a multiple of {world_size}"
+            )
         self.num_samples = num_samples
         self.batch_size = batch_size
         self.seed = seed
@@ -172,8 +179,12 @@ class GlobalBatchSampler(Sampler[list[int]]):
     def _global_batches(self, order: list[int]) -> list[list[int]]:
         batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
         if batches and len(batches[-1]) < self.batch_size:
-            if self.drop_last or len(batches[-1]) < self.world_size:
+            if self.drop_last:
                 batches.pop()
+            else:
+                batches[-1] = batches[-1][: len(batches[-1]) - len(batches[-1]) % self.world_size]
+                if not batches[-1]:
+                    batches.pop()
         return batches
 
     def __iter__(self) -> Iterator[list[int]]:

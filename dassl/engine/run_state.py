@@ -49,6 +49,10 @@ RUN_LOCAL_KEYS = (
     "TRAIN.SKIP_NONFINITE",
     "TEST",
 )
+# Under TEST, these change what a run saves and deploys (model-best or not), so they do block a resume.
+LEARNED_TEST_KEYS = ("TEST.FINAL_MODEL", "TEST.NO_TEST")
+# Method keys (any TRAINER.<METHOD>) that trade memory for time and leave the result unchanged.
+RUN_LOCAL_SUFFIXES = (".EVAL_PROMPT_CHUNK", ".TEXT_CHECKPOINTING")
 
 
 class ConfigMismatchError(RuntimeError):
@@ -125,6 +129,10 @@ def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def _is_run_local(key: str) -> bool:
+    if key in LEARNED_TEST_KEYS:
+        return False
+    if key.endswith(RUN_LOCAL_SUFFIXES):
+        return True
     return any(key == k or key.startswith(k + ".") for k in RUN_LOCAL_KEYS)
 
 

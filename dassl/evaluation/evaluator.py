@@ -8,6 +8,8 @@ from collections import OrderedDict, defaultdict
 import torch
 import torch.distributed as dist
 
+from dassl.utils.torchtools import atomic_torch_save
+
 from .build import EVALUATOR_REGISTRY
 from .classification_metrics import confusion_matrix, macro_f1_score
 
@@ -113,8 +115,9 @@ class Classification(EvaluatorBase):
             cmat = confusion_matrix(self._y_true, self._y_pred, labels)
             cmat = cmat / cmat.sum(dim=1, keepdim=True).clamp(min=1)  # normalize="true": rows sum to 1
             save_path = osp.join(self.cfg.OUTPUT_DIR, "cmat.pt")
-            torch.save(cmat.numpy(), save_path)
-            logger.info(f"Confusion matrix is saved to {save_path}")
+            if not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0:  # one writer
+                atomic_torch_save(cmat.numpy(), save_path)
+                logger.info(f"Confusion matrix is saved to {save_path}")
         return results
 
     def _log_per_class(self) -> float:
