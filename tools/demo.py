@@ -97,6 +97,7 @@ def run_step(step: Step, env: dict[str, str], log_path: str, bar: tqdm) -> None:
     """
     command = ["bash", osp.join(REPO, "scripts", f"{step.script}.sh"), SOURCE, step.task]
     tail: deque[str] = deque(maxlen=30)
+    last_refresh = 0.0
     with open(log_path, "a") as log:
         log.write(f"$ {' '.join(command)}  # TRAINER={env['TRAINER']}\n")
         process = subprocess.Popen(command, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -105,7 +106,11 @@ def run_step(step: Step, env: dict[str, str], log_path: str, bar: tqdm) -> None:
             log.write(line)
             tail.append(line.rstrip())
             if line.strip():
-                bar.set_postfix_str(f"{step.trainer} {step.task}: {line.strip()}"[:80], refresh=True)
+                # Redraw at most once a second: a redraw per log line floods non-terminal output.
+                now = time.monotonic()
+                refresh = now - last_refresh >= 1.0
+                last_refresh = now if refresh else last_refresh
+                bar.set_postfix_str(f"{step.trainer} {step.task}: {line.strip()}"[:80], refresh=refresh)
         code = process.wait()
     if code != 0:
         sys.stderr.write("\n".join(tail) + "\n")

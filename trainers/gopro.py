@@ -15,7 +15,7 @@ from yacs.config import CfgNode as CN
 
 from dassl.config import register_cfg_extension
 from dassl.engine import TRAINER_REGISTRY
-from dassl.engine.distributed import get_world_size
+from dassl.utils.distributed import get_world_size
 
 from .losses import consistency_loss, simclr_loss
 from .prompting import (

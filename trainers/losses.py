@@ -4,20 +4,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
+from torch.distributed.nn.functional import all_gather
+
+from dassl.utils.distributed import get_rank, is_distributed
 
 __all__ = ["simclr_loss", "consistency_loss", "gather_with_grad"]
 
 
 def gather_with_grad(x: Tensor) -> tuple[Tensor, int]:
     """All ranks' rows of ``x`` concatenated (gradients flow back to every rank) and this rank's offset."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    if not is_distributed():
         return x, 0
-    from torch.distributed.nn.functional import all_gather
-
-    return torch.cat(all_gather(x), dim=0), dist.get_rank() * x.shape[0]
+    return torch.cat(all_gather(x), dim=0), get_rank() * x.shape[0]
 
 
 def simclr_loss(z_a: Tensor, z_b: Tensor, temperature: float) -> Tensor:

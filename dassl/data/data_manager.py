@@ -16,6 +16,7 @@ from torchvision.transforms import v2
 from dassl.data.datasets import build_dataset
 from dassl.data.samplers import GlobalBatchSampler, ShardSampler, build_sampler
 from dassl.data.transforms import INTERPOLATION_MODES, build_transform, to_tensor
+from dassl.utils.distributed import is_distributed
 from dassl.utils.tools import read_image
 
 __all__ = [
@@ -50,9 +51,6 @@ def reset_bad_image_count() -> None:
     for wrapper in list(_WRAPPERS):
         wrapper.reset_num_skipped()
 
-
-def _is_distributed() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 class DatasetWrapper(TorchDataset):
@@ -159,7 +157,7 @@ def _shared_seed(cfg) -> int:
     if cfg.SEED >= 0:
         return cfg.SEED
     seed = [int(torch.randint(0, 2**31 - 1, ()).item())]
-    if _is_distributed():
+    if is_distributed():
         dist.broadcast_object_list(seed, src=0)
     return seed[0]
 
@@ -189,7 +187,7 @@ def build_data_loader(
         )
     wrapper = (dataset_wrapper or DatasetWrapper)(cfg, data_source, transform=tfm, is_train=is_train)
     drop_last = is_train and len(data_source) >= batch_size
-    distributed = _is_distributed()
+    distributed = is_distributed()
     loader_kwargs = dict(
         num_workers=cfg.DATALOADER.NUM_WORKERS,
         pin_memory=torch.cuda.is_available() and cfg.USE_CUDA,

@@ -13,6 +13,8 @@ from collections.abc import Iterable
 import torch
 import torch.distributed as dist
 
+from dassl.utils.distributed import all_gather_objects, get_rank, get_world_size, is_distributed
+
 __all__ = [
     "is_distributed",
     "get_rank",
@@ -21,7 +23,6 @@ __all__ = [
     "launched_by_torchrun",
     "init_distributed_from_env",
     "select_device",
-    "barrier",
     "all_reduce_gradients",
     "broadcast_module",
     "any_across_ranks",
@@ -31,17 +32,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-def is_distributed() -> bool:
-    """True inside an initialised process group of more than one rank."""
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
-
-def get_rank() -> int:
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-
-
-def get_world_size() -> int:
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
 def is_main_process() -> bool:
@@ -82,10 +73,6 @@ def init_distributed_from_env(use_accelerator: bool, timeout_min: int = 30) -> b
     return True
 
 
-def barrier() -> None:
-    if is_distributed():
-        dist.barrier()
-
 
 def all_reduce_gradients(params: Iterable[torch.nn.Parameter]) -> None:
     """Average ``.grad`` across ranks (each rank's loss is a mean over its slice of the batch)."""
@@ -123,12 +110,3 @@ def any_across_ranks(flag: bool, device: torch.device) -> bool:
     t = torch.tensor([1.0 if flag else 0.0], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item() > 0)
-
-
-def all_gather_objects(obj) -> list:
-    """Every rank's ``obj``, in rank order (``[obj]`` in a single process)."""
-    if not is_distributed():
-        return [obj]
-    gathered = [None] * dist.get_world_size()
-    dist.all_gather_object(gathered, obj)
-    return gathered

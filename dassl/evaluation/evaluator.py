@@ -6,8 +6,8 @@ import os.path as osp
 from collections import OrderedDict, defaultdict
 
 import torch
-import torch.distributed as dist
 
+from dassl.utils.distributed import all_gather_objects, get_rank, is_distributed
 from dassl.utils.torchtools import atomic_torch_save
 
 from .build import EVALUATOR_REGISTRY
@@ -72,10 +72,9 @@ class Classification(EvaluatorBase):
 
         Each rank must have evaluated a disjoint shard; call this once, before ``evaluate``.
         """
-        if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        if not is_distributed():
             return
-        gathered = [None] * dist.get_world_size()
-        dist.all_gather_object(gathered, (self._y_true, self._y_pred))
+        gathered = all_gather_objects((self._y_true, self._y_pred))
         y_true, y_pred = [], []
         for part_true, part_pred in gathered:
             y_true.extend(part_true)
@@ -115,7 +114,7 @@ class Classification(EvaluatorBase):
             cmat = confusion_matrix(self._y_true, self._y_pred, labels)
             cmat = cmat / cmat.sum(dim=1, keepdim=True).clamp(min=1)  # normalize="true": rows sum to 1
             save_path = osp.join(self.cfg.OUTPUT_DIR, "cmat.pt")
-            if not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0:  # one writer
+            if get_rank() == 0:  # one writer
                 atomic_torch_save(cmat.numpy(), save_path)
                 logger.info(f"Confusion matrix is saved to {save_path}")
         return results

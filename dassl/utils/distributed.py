@@ -1,0 +1,28 @@
+"""Rank queries that every layer of the engine needs; each is the identity in a single process."""
+from __future__ import annotations
+
+import torch.distributed as dist
+
+__all__ = ["is_distributed", "get_rank", "get_world_size", "all_gather_objects"]
+
+
+def is_distributed() -> bool:
+    """True inside an initialised process group of more than one rank."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def get_rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def get_world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def all_gather_objects(obj) -> list:
+    """Every rank's ``obj``, in rank order (``[obj]`` in a single process)."""
+    if not is_distributed():
+        return [obj]
+    gathered = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered
