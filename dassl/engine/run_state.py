@@ -103,7 +103,7 @@ def capture_rng_state(samplers: Iterable = ()) -> dict:
         "samplers": [_sampler_state(s) for s in samplers],
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        state["gpu"] = torch.cuda.get_rng_state_all()  # one generator per visible GPU
     return state
 
 
@@ -112,8 +112,8 @@ def restore_rng_state(state: dict, samplers: Iterable = ()) -> None:
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if "gpu" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["gpu"])
     for sampler, sampler_state in zip(samplers, state.get("samplers", []), strict=False):
         _restore_sampler_state(sampler, sampler_state)
 
