@@ -15,7 +15,7 @@ from yacs.config import CfgNode as CN
 
 from dassl.config import register_cfg_extension
 from dassl.engine import TRAINER_REGISTRY
-from dassl.utils.distributed import get_world_size
+from dassl.utils.distributed import all_gather_rows, get_rank, get_world_size
 
 from .losses import consistency_loss, simclr_loss
 from .prompting import (
@@ -204,9 +204,12 @@ class GOProNet(nn.Module):
         text = self.class_prompts.instance_features(self.clip, contexts)  # one text-tower pass
         text = text.view(n_text, b, self.class_prompts.n_cls, -1)
 
+        # The projector sees the global batch on every rank (the features are frozen, so a plain gather):
+        # its BatchNorm statistics and the SimCLR negatives are exactly those of one process.
         needs_projection = self.w_contrastive > 0 or self.projector_in_logits
         projector = self.prompt_learner.image_projector
-        projected = projector(features[0]) if needs_projection else None
+        projected_all = projector(all_gather_rows(features[0])) if needs_projection else None
+        projected = projected_all[get_rank() * b : (get_rank() + 1) * b] if needs_projection else None
         image_features = self._logit_features(features[0], projected)
         logits = cosine_logits(self.clip.logit_scale, image_features, text[0])
 
@@ -216,7 +219,7 @@ class GOProNet(nn.Module):
             self.w_consistency * consistency_loss(text[0], list(text[1:])) if self.w_consistency > 0 else zero
         )
         losses["loss_contrastive"] = (
-            self.w_contrastive * simclr_loss(projected, projector(features[1]), self.temperature)
+            self.w_contrastive * simclr_loss(projected_all, projector(all_gather_rows(features[1])), self.temperature)
             if self.w_contrastive > 0
             else zero
         )

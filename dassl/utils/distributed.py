@@ -1,9 +1,10 @@
 """Rank queries that every layer of the engine needs; each is the identity in a single process."""
 from __future__ import annotations
 
+import torch
 import torch.distributed as dist
 
-__all__ = ["is_distributed", "get_rank", "get_world_size", "all_gather_objects"]
+__all__ = ["is_distributed", "get_rank", "get_world_size", "all_gather_objects", "all_gather_rows"]
 
 
 def is_distributed() -> bool:
@@ -26,3 +27,12 @@ def all_gather_objects(obj) -> list:
     gathered = [None] * dist.get_world_size()
     dist.all_gather_object(gathered, obj)
     return gathered
+
+
+def all_gather_rows(x: torch.Tensor) -> torch.Tensor:
+    """Every rank's rows of ``x`` concatenated in rank order, without autograd (for frozen features)."""
+    if not is_distributed():
+        return x
+    parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, x.contiguous())
+    return torch.cat(parts, dim=0)
