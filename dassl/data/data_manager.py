@@ -16,7 +16,7 @@ from torchvision.transforms import v2
 from dassl.data.datasets import build_dataset
 from dassl.data.samplers import GlobalBatchSampler, ShardSampler, build_sampler
 from dassl.data.transforms import INTERPOLATION_MODES, build_transform, to_tensor
-from dassl.utils.distributed import is_distributed
+from dassl.utils.distributed import get_rank, get_world_size, is_distributed
 from dassl.utils.tools import read_image
 
 __all__ = [
@@ -206,13 +206,13 @@ def build_data_loader(
             seed=_shared_seed(cfg),
             drop_last=drop_last,
             shuffle=sampler_type == "RandomSampler",
-            rank=dist.get_rank() if distributed else 0,
-            world_size=dist.get_world_size() if distributed else 1,
+            rank=get_rank(),
+            world_size=get_world_size(),
         )
         return DataLoader(wrapper, batch_sampler=batch_sampler, **loader_kwargs)
 
     if distributed:  # evaluation: disjoint shards, no padding duplicates; the engine reduces counts
-        sampler = ShardSampler(len(data_source), dist.get_rank(), dist.get_world_size())
+        sampler = ShardSampler(len(data_source), get_rank(), get_world_size())
     else:
         sampler = build_sampler(
             sampler_type, cfg=cfg, data_source=data_source, batch_size=batch_size, n_domain=n_domain, n_ins=n_ins
