@@ -70,9 +70,12 @@ class CoOpNet(PromptModel):
 
     def logits(self, images: Tensor) -> Tensor:
         """Class logits [B, n_cls]; all classes' prompts go through the text tower once."""
-        with torch.no_grad():
-            features = F.normalize(self.clip.encode_image(images).float(), dim=-1)
-        return cosine_logits(self.clip.logit_scale, features, self.text_features())
+        return cosine_logits(self.clip.logit_scale, self.image_features(images), self.text_features())
+
+    @torch.no_grad()
+    def image_features(self, images: Tensor) -> Tensor:
+        """Normalised fp32 features [B, E] of the frozen image tower."""
+        return F.normalize(self.clip.encode_image(images).float(), dim=-1)
 
     def text_features(self) -> Tensor:
         """Class text features [n_cls, E]; without grad they depend on ctx alone, so they are reused."""
