@@ -23,7 +23,9 @@ SCRIPTS = ("common.sh", "train.sh", "test.sh")
 FAKE_DATASETS = ("caltech101", "dtd", "imagenet", "imagenetv2", "imagenet_sketch")
 
 # Stands in for the engine: records argv as one JSON line, then writes a finished log, or
-# an unfinished one (exit 1) when the output folder is named in FAKE_INTERRUPT.
+# an unfinished one (exit 1) when the output folder is named in FAKE_INTERRUPT. Its
+# "config.yaml" is its arguments without --output-dir; a run named in FAKE_UNFINISHED gets a
+# result but a marker saying its checkpoints stopped early.
 RECORDING_TRAIN_PY = '''
 import json, os, sys
 args = sys.argv[1:]
@@ -37,7 +39,27 @@ if os.path.exists(log):
 interrupted = os.environ.get("FAKE_INTERRUPT") and out.endswith(os.environ["FAKE_INTERRUPT"])
 with open(log, "w") as handle:
     handle.write("Finish training\\n" if interrupted else "Finish training\\n=> result\\n* accuracy: 50.0%\\n")
+index = args.index("--output-dir")
+with open(os.path.join(out, "config.yaml"), "w") as handle:
+    json.dump(args[:index] + args[index + 2:], handle)
+if os.environ.get("FAKE_UNFINISHED") and out.endswith(os.environ["FAKE_UNFINISHED"]):
+    open(os.path.join(out, "unfinished"), "w").close()
 sys.exit(1 if interrupted else 0)
+'''
+
+# Stands in for tools/run_config.py: compares the recorded arguments with the requested ones.
+COMPARING_RUN_CONFIG_PY = '''
+import json, os, sys
+args = sys.argv[1:]
+finished = args[0] == "--finished"
+run_dir, requested = args[finished:][0], args[finished:][1:]
+with open(os.path.join(run_dir, "config.yaml")) as handle:
+    saved = json.load(handle)
+problems = [] if saved == requested else [f"config differs: {saved} -> {requested}"]
+if finished and os.path.exists(os.path.join(run_dir, "unfinished")):
+    problems.append(f"unfinished: {run_dir} stopped at epoch 1 of 2")
+print("\\n".join(problems), file=sys.stderr)
+sys.exit(1 if problems else 0)
 '''
 
 
@@ -55,6 +77,8 @@ def scratch_repo(tmp_path: Path) -> Path:
         (repo / "configs" / "trainers" / trainer).mkdir(parents=True)
         (repo / "configs" / "trainers" / trainer / "tiny.yaml").write_text("OPTIM:\n  MAX_EPOCH: 1\n")
     (repo / "train.py").write_text(RECORDING_TRAIN_PY)
+    (repo / "tools").mkdir()
+    (repo / "tools" / "run_config.py").write_text(COMPARING_RUN_CONFIG_PY)
     return repo
 
 
@@ -171,9 +195,29 @@ def test_base2new_train_then_test(run: Runner) -> None:
     assert "--load-epoch" not in test_call  # the engine loads the latest checkpoint
     assert overrides(test_call)["DATASET.SUBSAMPLE_CLASSES"] == "new"
 
-    again = run("train.sh", "caltech101", "base2new", SEEDS="1 2")
+    again = run("train.sh", "caltech101", "base2new", SEEDS="1 2", OPTS=opts)
     assert again.returncode == 0 and again.stdout.count("skip:") == 2
     assert len(run.calls()) == 4
+
+
+def test_finished_run_of_another_config_is_refused_not_skipped(run: Runner) -> None:
+    """Issue 13.3: a rerun with other OPTS used to print 'skip:' and keep the old config's result."""
+    assert run("train.sh", "caltech101", "base2new", OPTS="OPTIM.LR 0.01").returncode == 0
+    assert run("test.sh", "caltech101", "base2new", OPTS="OPTIM.LR 0.01").returncode == 0
+    for script, refusal in (("train.sh", "holds a result of another config"), ("test.sh", "not the one asked for")):
+        result = run(script, "caltech101", "base2new", OPTS="OPTIM.LR 0.05")
+        assert result.returncode == 1 and "skip:" not in result.stdout
+        assert "config differs" in result.stderr and "0.05" in result.stderr and refusal in result.stderr
+    assert len(run.calls()) == 2  # neither the changed training nor its test ran
+
+
+def test_testing_an_unfinished_training_run_is_refused(run: Runner) -> None:
+    """Issue 13.5: a training run whose checkpoints stopped before MAX_EPOCH is never evaluated."""
+    assert run("train.sh", "caltech101", "base2new", FAKE_UNFINISHED="train_base").returncode == 0
+    result = run("test.sh", "caltech101", "base2new")
+    assert result.returncode == 1
+    assert "unfinished:" in result.stderr and "train_base is not the one asked for" in result.stderr
+    assert len(run.calls()) == 1
 
 
 def test_interrupted_run_is_run_again_with_its_old_log_set_aside(run: Runner) -> None:
@@ -233,6 +277,39 @@ def test_dg_trains_its_own_source_model_when_arguments_differ(run: Runner) -> No
     assert len(run.calls()) == 2
     dg_run = run.workdir / "output/domain-generalization/CoOp/tiny/imagenet/shots_2/seed1/train_source"
     assert dg_run.is_dir() and not dg_run.is_symlink()
+
+
+def test_few_shot_trains_on_all_classes_at_each_shots(run: Runner) -> None:
+    assert run("train.sh", "dtd", "few-shot", SHOTS="1 4", SEEDS="1 2").returncode == 0
+    calls = run.calls()
+    folder = "output/few-shot/CoOp/tiny/dtd"
+    assert [option(c, "--output-dir") for c in calls] == [
+        f"{folder}/shots_1/seed1/train_all", f"{folder}/shots_1/seed2/train_all",
+        f"{folder}/shots_4/seed1/train_all", f"{folder}/shots_4/seed2/train_all"]
+    assert [overrides(c) for c in calls[1:3]] == [{"DATASET.NUM_SHOTS": "1"}, {"DATASET.NUM_SHOTS": "4"}]
+    assert all("--eval-only" not in c for c in calls)
+
+    tested = run("test.sh", "dtd", "few-shot", SHOTS="1 4")
+    assert tested.returncode == 0 and "nothing to test" in tested.stdout
+    assert len(run.calls()) == 4
+
+    zero_shot = run("train.sh", "dtd", "few-shot", TRAINER="ZeroshotCLIP", SEEDS="1")
+    assert zero_shot.returncode == 0
+    (call,) = run.calls()[4:]
+    assert option(call, "--output-dir") == "output/few-shot/ZeroshotCLIP/tiny/dtd/shots_0/seed1/train_all"
+    assert "--eval-only" in call and overrides(call) == {}
+
+
+def test_few_shot_default_shots_and_shots_errors(run: Runner) -> None:
+    assert run("train.sh", "dtd", "few-shot", SHOTS="").returncode == 0
+    shots = [option(c, "--output-dir").split("/")[5] for c in run.calls()]
+    assert shots == ["shots_1", "shots_2", "shots_4", "shots_8", "shots_16"]
+
+    result = run("train.sh", "dtd", "few-shot", SHOTS="1 two")
+    assert result.returncode == 2 and "SHOTS holds 'two'" in result.stderr
+    result = run("train.sh", "dtd", "base2new", SHOTS="1 2")
+    assert result.returncode == 2 and "a list is for the few-shot task" in result.stderr
+    assert len(run.calls()) == 5
 
 
 def test_zero_shot_clip_evaluates_without_a_model(run: Runner) -> None:
