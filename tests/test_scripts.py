@@ -332,7 +332,7 @@ def real_run(tmp_path: Path, fake_data_root: str, tiny_clip_path: str):
     """Runs the repository's own scripts with the real engine, CoOp tiny, one seed, two shots."""
 
     def call(script: str, *args: str, **env: str) -> subprocess.CompletedProcess:
-        full_env = dict(os.environ, DATA=fake_data_root, TRAINER="CoOp", CFG="tiny", SEEDS="1",
+        full_env = dict(os.environ, PYTHON=sys.executable, DATA=fake_data_root, TRAINER="CoOp", CFG="tiny", SEEDS="1",
                         SHOTS="2", OUTPUT=str(tmp_path / "output"),
                         OPTS=f"OPTIM.MAX_EPOCH 1 MODEL.BACKBONE.NAME {tiny_clip_path}")
         full_env.update(env)
