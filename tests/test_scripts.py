@@ -1,5 +1,5 @@
 """scripts/train.sh and scripts/test.sh: usage errors, the train.py calls of each protocol, and
-an end-to-end run of all three protocols with the real engine on fake data and a tiny CLIP.
+an end-to-end run of every protocol with the real engine on fake data and a tiny CLIP.
 
 Most tests run copies of the scripts in a scratch repository whose train.py is a recorder: it
 notes its arguments and writes a log with a result, as the engine does. That checks the
@@ -331,14 +331,14 @@ def test_zero_shot_clip_evaluates_without_a_model(run: Runner) -> None:
 def real_run(tmp_path: Path, fake_data_root: str, tiny_clip_path: str):
     """Runs the repository's own scripts with the real engine, CoOp tiny, one seed, two shots."""
 
-    def call(script: str, *args: str, **env: str) -> subprocess.CompletedProcess:
+    def call(script: str, *args: str, expect_rc: int = 0, **env: str) -> subprocess.CompletedProcess:
         full_env = dict(os.environ, PYTHON=sys.executable, DATA=fake_data_root, TRAINER="CoOp", CFG="tiny", SEEDS="1",
                         SHOTS="2", OUTPUT=str(tmp_path / "output"),
                         OPTS=f"OPTIM.MAX_EPOCH 1 MODEL.BACKBONE.NAME {tiny_clip_path}")
         full_env.update(env)
         result = subprocess.run(["bash", str(REPO / "scripts" / script), *args], cwd=tmp_path,
                                 env=full_env, capture_output=True, text=True, timeout=300)
-        assert result.returncode == 0, f"{script} {args} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        assert result.returncode == expect_rc, f"{script} {args} exited {result.returncode}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
         return result
 
     return call
@@ -350,14 +350,33 @@ def results_command(tree: Path, capsys) -> str:
     return capsys.readouterr().out
 
 
-def test_end_to_end_base2new(real_run, tmp_path: Path, capsys) -> None:
+def test_end_to_end_base2new(real_run, tmp_path: Path, tiny_clip_path: str, capsys) -> None:
     real_run("train.sh", "caltech101", "base2new")
     real_run("test.sh", "caltech101", "base2new")
     tree = tmp_path / "output" / "base2new"
     printed = results_command(tree, capsys)
     assert "### base2new — CoOp / tiny, 2 shots" in printed
     row = next(line for line in printed.splitlines() if line.startswith("| caltech101 |"))
-    assert "—" not in row and row.endswith("| 1/1 |")
+    assert "—" not in row and row.endswith("| 1/1, 1/1 |")
+    assert (tree / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # Issue 13.3: the finished run is not reused for another learning rate. The real train.py config
+    # and the saved config.yaml agree on every other key, so OPTIM.LR is the only one named.
+    changed = f"OPTIM.MAX_EPOCH 1 MODEL.BACKBONE.NAME {tiny_clip_path} OPTIM.LR 0.05"
+    refused = real_run("train.sh", "caltech101", "base2new", OPTS=changed, expect_rc=1)
+    assert "skip:" not in refused.stdout and "holds a result of another config" in refused.stderr
+    differences = [line for line in refused.stderr.splitlines() if line.startswith("config differs: ")]
+    assert len(differences) == 1 and differences[0].startswith("config differs: OPTIM.LR: ")
+
+
+def test_end_to_end_few_shot(real_run, tmp_path: Path, capsys) -> None:
+    real_run("train.sh", "caltech101", "few-shot", SHOTS="1 2")
+    tree = tmp_path / "output" / "few-shot"
+    assert (tree / "CoOp/tiny/caltech101/shots_2/seed1/train_all/config.yaml").is_file()
+    printed = results_command(tree, capsys)
+    assert "### few-shot — CoOp / tiny" in printed and "| Dataset | 1 shot | 2 shots |" in printed
+    row = next(line for line in printed.splitlines() if line.startswith("| caltech101 |"))
+    assert "—" not in row and row.count("(1/1)") == 2
     assert (tree / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
