@@ -255,17 +255,18 @@ training_run_args() {
 }
 
 # 0 when run_dir's config.yaml is the config these train.py arguments (OPTS appended) give, on
-# every key that shapes the result; otherwise the reasons on stderr and 1. With --finished as
-# the first argument, the run's checkpoints must also have reached its last epoch.
+# every key that shapes the result; otherwise the reasons on stderr and 1. With --model as the
+# first argument run_dir is a model to evaluate: only what is learned is compared, and its
+# checkpoints must have reached the last epoch.
 run_matches() {
-    local finished=()
-    if [[ "$1" == --finished ]]; then
-        finished=(--finished)
+    local mode=()
+    if [[ "$1" == --model ]]; then
+        mode=(--model)
         shift
     fi
     local run_dir="$1"
     shift
-    "$PYTHON" "$REPO/tools/run_config.py" "${finished[@]}" "$run_dir" "$@" "${OPTS_ARRAY[@]}"
+    "$PYTHON" "$REPO/tools/run_config.py" "${mode[@]}" "$run_dir" "$@" "${OPTS_ARRAY[@]}"
 }
 
 # Run train.py into run_dir unless a result made with the same config is there already; a

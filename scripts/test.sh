@@ -23,7 +23,7 @@ select_model() {
         echo "error: no finished training run at $model_dir; run '$train_command' first (same TRAINER, CFG, SHOTS, SEEDS, OUTPUT, OPTS)" >&2
         exit 1
     fi
-    if ! run_matches --finished "$model_dir" "${TRAIN_PY_ARGS[@]}"; then
+    if ! run_matches --model "$model_dir" "${TRAIN_PY_ARGS[@]}"; then
         echo "error: the training run at $model_dir is not the one asked for (above); run '$train_command' with the same TRAINER, CFG, SHOTS, OPTS, or another OUTPUT" >&2
         exit 1
     fi

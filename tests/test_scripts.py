@@ -51,12 +51,12 @@ sys.exit(1 if interrupted else 0)
 COMPARING_RUN_CONFIG_PY = '''
 import json, os, sys
 args = sys.argv[1:]
-finished = args[0] == "--finished"
-run_dir, requested = args[finished:][0], args[finished:][1:]
+as_model = args[0] == "--model"
+run_dir, requested = args[as_model:][0], args[as_model:][1:]
 with open(os.path.join(run_dir, "config.yaml")) as handle:
     saved = json.load(handle)
 problems = [] if saved == requested else [f"config differs: {saved} -> {requested}"]
-if finished and os.path.exists(os.path.join(run_dir, "unfinished")):
+if as_model and os.path.exists(os.path.join(run_dir, "unfinished")):
     problems.append(f"unfinished: {run_dir} stopped at epoch 1 of 2")
 print("\\n".join(problems), file=sys.stderr)
 sys.exit(1 if problems else 0)
@@ -322,6 +322,55 @@ def test_zero_shot_clip_evaluates_without_a_model(run: Runner) -> None:
     assert option(base_call, "--output-dir").endswith("ZeroshotCLIP/tiny/caltech101/shots_2/seed1/train_base")
     assert overrides(base_call) == {"DATASET.SUBSAMPLE_CLASSES": "base"}
     assert overrides(new_call) == {"DATASET.SUBSAMPLE_CLASSES": "new"}
+
+
+# ---------------------------------------------------------------------------- tools/run_config.py
+
+
+def tiny_coop_args(*overrides: str, root: str = "/data") -> list[str]:
+    return ["--root", root, "--seed", "1", "--trainer", "CoOp",
+            "--dataset-config-file", str(REPO / "configs/datasets/caltech101.yaml"),
+            "--config-file", str(REPO / "configs/trainers/CoOp/tiny.yaml"), "DATASET.NUM_SHOTS", "2", *overrides]
+
+
+def test_run_config_compares_the_keys_that_shape_the_result(tmp_path: Path) -> None:
+    from tools import run_config
+
+    saved = run_config.requested_config(tiny_coop_args("OPTIM.LR", "0.01"))
+    (tmp_path / "config.yaml").write_text(saved.dump())
+    assert run_config.check(str(tmp_path), tiny_coop_args("OPTIM.LR", "0.01")) == []
+    # Where files go and how many workers load them change nothing.
+    assert run_config.check(str(tmp_path), tiny_coop_args("OPTIM.LR", "0.01", "DATALOADER.NUM_WORKERS", "0",
+                                                          root="/elsewhere")) == []
+    assert run_config.check(str(tmp_path), tiny_coop_args("OPTIM.LR", "0.05")) == [
+        "config differs: OPTIM.LR: 0.01 -> 0.05"]
+    # The test split changes the reported figure, not the model.
+    val = tiny_coop_args("OPTIM.LR", "0.01", "TEST.SPLIT", "val")
+    assert run_config.check(str(tmp_path), val) == ["config differs: TEST.SPLIT: 'test' -> 'val'"]
+    assert run_config.check(str(tmp_path), val, as_model=True) == [
+        f"unfinished: {tmp_path} holds no checkpoint (no <model>/checkpoint file)"]
+    # A key the saved config predates is taken at its default.
+    older = saved.clone()
+    older.OPTIM.pop("WARMUP_EPOCH")
+    (tmp_path / "config.yaml").write_text(older.dump())
+    assert run_config.check(str(tmp_path), tiny_coop_args("OPTIM.LR", "0.01")) == []
+    assert run_config.main([str(tmp_path / "absent"), *tiny_coop_args()]) == 2
+
+
+def test_run_config_model_must_reach_its_last_epoch(tmp_path: Path) -> None:
+    from tools import run_config
+
+    args = tiny_coop_args("OPTIM.MAX_EPOCH", "2")
+    (tmp_path / "config.yaml").write_text(run_config.requested_config(args).dump())
+    model = tmp_path / "prompt_learner"
+    model.mkdir()
+    (model / "model.pth.tar-1").write_bytes(b"")
+    (model / "checkpoint").write_text("model.pth.tar-1\n")
+    assert run_config.check(str(tmp_path), args, as_model=True) == [
+        f"unfinished: {tmp_path} stopped at epoch 1 of 2 ({model} has no model.pth.tar-2)"]
+    (model / "model.pth.tar-2").write_bytes(b"")
+    (model / "checkpoint").write_text("model.pth.tar-2\n")
+    assert run_config.check(str(tmp_path), args, as_model=True) == []
 
 
 # ---------------------------------------------------------------------------- end to end

@@ -1,12 +1,13 @@
 """Does a finished run folder hold what these train.py arguments would produce? (the scripts' skip rule)
 
-    python tools/run_config.py [--finished] RUN_DIR TRAIN.PY-ARGUMENTS...
+    python tools/run_config.py [--model] RUN_DIR TRAIN.PY-ARGUMENTS...
 
 Builds the config exactly as ``train.py`` would (its own parser and ``setup_cfg``) and compares it with
-``RUN_DIR/config.yaml`` on every key that shapes the result: the keys the engine's resume check
-compares, plus the test split and evaluator. Where files go, worker counts and batch sizes of
-evaluation are ignored. A key the saved config lacks (written before the key existed) is taken at
-its default. With ``--finished`` the run's checkpoints must also have reached its last epoch.
+``RUN_DIR/config.yaml`` on every key that shapes the run's result: the keys the engine's resume check
+compares (what is learned), plus the test split and evaluator. Where files go, worker counts and
+batch sizes of evaluation are ignored. A key the saved config lacks (written before the key existed)
+is taken at its default. With ``--model`` the run is a trained model about to be evaluated elsewhere:
+only what is learned is compared, and its checkpoints must have reached its last epoch.
 
 Exit code 0: same config (and finished); 1: differs or unfinished, the reasons on stderr; 2: cannot
 compare (no config.yaml, bad arguments).
@@ -44,10 +45,12 @@ def _lookup(cfg: dict, dotted: str) -> Any:
     return list(node) if isinstance(node, tuple) else node
 
 
-def result_keys(cfg: dict) -> dict[str, Any]:
-    """The flat KEY -> value view of ``cfg`` on the keys that shape a run's reported accuracy."""
+def compared_keys(cfg: dict, learned_only: bool = False) -> dict[str, Any]:
+    """The flat KEY -> value view of ``cfg`` on the keys that shape what is learned and, unless
+    ``learned_only``, the reported accuracy."""
     view = dict(config_fingerprint(cfg)[1])
-    view.update({key: _lookup(cfg, key) for key in RESULT_TEST_KEYS})
+    if not learned_only:
+        view.update({key: _lookup(cfg, key) for key in RESULT_TEST_KEYS})
     return view
 
 
@@ -64,10 +67,10 @@ def saved_config(run_dir: str) -> CfgNode:
         return CfgNode.load_cfg(handle)
 
 
-def config_differences(saved: dict, requested: dict) -> list[str]:
-    """One 'KEY: saved -> requested' line per result-shaping key that differs."""
-    saved_view = {**result_keys(get_cfg_default()), **result_keys(saved)}
-    requested_view = result_keys(requested)
+def config_differences(saved: dict, requested: dict, learned_only: bool = False) -> list[str]:
+    """One 'KEY: saved -> requested' line per compared key that differs."""
+    saved_view = {**compared_keys(get_cfg_default(), learned_only), **compared_keys(saved, learned_only)}
+    requested_view = compared_keys(requested, learned_only)
     return [
         f"{key}: {saved_view.get(key, ABSENT)!r} -> {requested_view.get(key, ABSENT)!r}"
         for key in sorted(set(saved_view) | set(requested_view))
@@ -100,11 +103,13 @@ def unfinished_reason(run_dir: str, saved: dict) -> str | None:
     return None
 
 
-def check(run_dir: str, train_args: list[str], finished: bool) -> list[str]:
-    """Every reason ``run_dir`` is not the run these arguments ask for (empty when it is)."""
+def check(run_dir: str, train_args: list[str], as_model: bool = False) -> list[str]:
+    """Every reason ``run_dir`` is not the run (or, ``as_model``, the finished model) these arguments
+    ask for; empty when it is."""
     saved = saved_config(run_dir)
-    problems = [f"config differs: {d}" for d in config_differences(saved, requested_config(train_args))]
-    if finished:
+    differences = config_differences(saved, requested_config(train_args), learned_only=as_model)
+    problems = [f"config differs: {d}" for d in differences]
+    if as_model:
         reason = unfinished_reason(run_dir, saved)
         if reason:
             problems.append(f"unfinished: {reason}")
@@ -113,13 +118,14 @@ def check(run_dir: str, train_args: list[str], finished: bool) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--finished", action="store_true",
-                        help="also require the run's checkpoints to have reached OPTIM.MAX_EPOCH")
+    parser.add_argument("--model", action="store_true",
+                        help="RUN_DIR is a trained model to evaluate: compare only what is learned, and "
+                             "require its checkpoints to have reached OPTIM.MAX_EPOCH")
     parser.add_argument("run_dir", help="a run folder written by train.py (holds config.yaml)")
     parser.add_argument("train_args", nargs=argparse.REMAINDER, help="train.py's arguments for that run")
     args = parser.parse_args(argv)
     try:
-        problems = check(args.run_dir, args.train_args, args.finished)
+        problems = check(args.run_dir, args.train_args, args.model)
     except (OSError, ValueError) as error:  # no config.yaml, an unknown key or bad value in the arguments
         print(f"error: {error}", file=sys.stderr)
         return 2
