@@ -4,7 +4,10 @@
 # function or a default read from the environment, so both scripts agree on the
 # output layout, the skip rule and the way train.py is called.
 
-readonly TASKS="base2new cross-dataset domain-generalization"
+readonly TASKS="base2new cross-dataset domain-generalization few-shot"
+readonly FEW_SHOT_SHOTS="1 2 4 8 16"  # CoOp's main table
+readonly DEFAULT_SHOTS=16
+readonly TRANSFER_TASKS="cross-dataset domain-generalization"  # train on SOURCE, test on TARGETS
 readonly CROSS_DATASET_TARGETS="caltech101 oxford_pets stanford_cars oxford_flowers food101 fgvc_aircraft sun397 dtd eurosat ucf101"
 readonly DG_TARGETS="imagenetv2 imagenet_sketch imagenet_a imagenet_r"
 readonly EXIT_USAGE=2
@@ -15,7 +18,7 @@ load_settings() {
     TRAINER="${TRAINER:-GOPro}"
     CFG="${CFG:-vit_b16}"
     SEEDS="${SEEDS:-1 2 3}"
-    SHOTS="${SHOTS:-16}"
+    SHOTS="${SHOTS:-}"  # its default depends on the task: see default_shots
     OUTPUT="${OUTPUT:-output}"
     OPTS="${OPTS:-}"
     SOURCE="${SOURCE:-imagenet}"
@@ -36,6 +39,14 @@ default_targets() {
         domain-generalization) echo "$DG_TARGETS" ;;
         *) echo "" ;;
     esac
+}
+
+default_shots() {
+    if [[ "$1" == few-shot ]]; then
+        echo "$FEW_SHOT_SHOTS"
+    else
+        echo "$DEFAULT_SHOTS"
+    fi
 }
 
 # Dataset names are the basenames of configs/datasets/*.yaml, so a new dataset
@@ -73,6 +84,9 @@ TASK is one of: $TASKS
                          on one dataset only (test.sh DATASET)
   domain-generalization  as cross-dataset, with the ImageNet variants as TARGETS; reuses the
                          cross-dataset source model when it was trained with the same arguments
+  few-shot               train on all of DATASET's classes with each number of SHOTS (train.sh;
+                         its final test, on all classes, is the result; test.sh has nothing to do).
+                         ZeroshotCLIP is evaluated once, under shots_0
 
 DATASET is one of (configs/datasets/*.yaml):
   $(available_datasets)
@@ -81,7 +95,8 @@ Environment (defaults in brackets):
   DATA     data root [\$REPO/data]
   TRAINER  trainer name [GOPro]          CFG  trainer config [vit_b16]
            (available TRAINER/CFG: $(available_trainer_configs))
-  SEEDS    seeds [1 2 3]                 SHOTS  shots per class [16]
+  SEEDS    seeds [1 2 3]
+  SHOTS    shots per class [16]; few-shot: a list [$FEW_SHOT_SHOTS]
   OUTPUT   output root, relative to the current folder [output]
   OPTS     extra KEY VALUE overrides for train.py, e.g. OPTS="OPTIM.MAX_EPOCH 1";
            quote a value holding spaces: OPTS="TRAINER.COOP.CTX_INIT 'a photo of a'"
@@ -90,8 +105,10 @@ Environment (defaults in brackets):
   TARGETS  target datasets [cross-dataset: the 10 other benchmarks;
            domain-generalization: $DG_TARGETS]
 
-Output: \$OUTPUT/TASK/TRAINER/CFG/DATASET/shots_SHOTS/seedS/{train_base,test_new,train_source,test_<target>}
-A run folder whose log.txt already holds a result is skipped; an interrupted one is run again.
+Output: \$OUTPUT/TASK/TRAINER/CFG/DATASET/shots_SHOTS/seedS/{train_base,test_new,train_source,test_<target>,train_all}
+A run folder whose log.txt holds a result is skipped when its config.yaml equals the config asked
+for (tools/run_config.py); a different one is refused, naming the keys. An interrupted run is run
+again and resumes.
 EOF
 }
 
@@ -131,7 +148,7 @@ validate_arguments() {
             usage_error "$script" "$role" "unknown dataset '$name' in TARGETS; valid datasets: $datasets"
         fi
     done
-    if [[ "$task" != base2new ]] && ! is_word_in "$SOURCE" "$datasets"; then
+    if is_word_in "$task" "$TRANSFER_TASKS" && ! is_word_in "$SOURCE" "$datasets"; then
         usage_error "$script" "$role" "unknown SOURCE '$SOURCE'; valid datasets: $datasets"
     fi
     if [[ ! -f "$(trainer_config_file)" ]]; then
@@ -143,7 +160,14 @@ validate_arguments() {
     for name in $SEEDS; do
         [[ "$name" =~ ^[0-9]+$ ]] || usage_error "$script" "$role" "SEEDS holds '$name'; seeds are non-negative integers"
     done
-    [[ "$SHOTS" =~ ^[1-9][0-9]*$ ]] || usage_error "$script" "$role" "SHOTS is '$SHOTS'; give a positive integer"
+    if [[ "$task" == few-shot ]]; then
+        [[ -n "${SHOTS// /}" ]] || usage_error "$script" "$role" "SHOTS is empty; give one or more positive integers, e.g. SHOTS=\"$FEW_SHOT_SHOTS\""
+        for name in $SHOTS; do
+            [[ "$name" =~ ^[1-9][0-9]*$ ]] || usage_error "$script" "$role" "SHOTS holds '$name'; give positive integers, e.g. SHOTS=\"$FEW_SHOT_SHOTS\""
+        done
+    elif ! [[ "$SHOTS" =~ ^[1-9][0-9]*$ ]]; then
+        usage_error "$script" "$role" "SHOTS is '$SHOTS'; give a positive integer (a list is for the few-shot task)"
+    fi
     if ! printf '%s' "$OPTS" | xargs printf '%s\0' >/dev/null 2>&1; then
         usage_error "$script" "$role" "OPTS has an unmatched quote: $OPTS"
     fi
@@ -162,10 +186,11 @@ is_zero_shot() {
 }
 
 # $OUTPUT/<TASK>/<TRAINER>/<CFG>/<DATASET>/shots_<K>/seed<S>: one folder per seed, the
-# runs of that seed (train_base, test_new, train_source, test_<target>) inside it.
+# runs of that seed (train_base, test_new, train_source, test_<target>, train_all) inside it.
+# K is SHOTS unless given (few-shot loops over several).
 seed_dir() {
-    local task="$1" dataset="$2" seed="$3"
-    echo "$OUTPUT/$task/$TRAINER/$CFG/$dataset/shots_$SHOTS/seed$seed"
+    local task="$1" dataset="$2" seed="$3" shots="${4:-$SHOTS}"
+    echo "$OUTPUT/$task/$TRAINER/$CFG/$dataset/shots_$shots/seed$seed"
 }
 
 # The skip rule of upstream's parser: a result is a "* accuracy:" line after "=> result" -- of a
@@ -213,14 +238,51 @@ base_train_py_args() {
     )
 }
 
-# Run train.py into run_dir unless a result is there already. Arguments after run_dir are
-# train.py's flags, then its trailing KEY VALUE options; OPTS comes last so it wins.
+# The train.py arguments (OPTS excluded) of the run that train.sh makes for TASK: base2new
+# trains on the base classes, the other tasks on all classes. test.sh uses it to check that a
+# model was trained as asked. Sets TRAIN_PY_ARGS.
+training_run_args() {
+    local task="$1" dataset="$2" seed="$3" shots="${4:-$SHOTS}"
+    base_train_py_args "$dataset" "$seed"
+    if is_zero_shot; then
+        TRAIN_PY_ARGS+=(--eval-only)
+    else
+        TRAIN_PY_ARGS+=(DATASET.NUM_SHOTS "$shots")
+    fi
+    if [[ "$task" == base2new ]]; then
+        TRAIN_PY_ARGS+=(DATASET.SUBSAMPLE_CLASSES base)
+    fi
+}
+
+# 0 when run_dir's config.yaml is the config these train.py arguments (OPTS appended) give, on
+# every key that shapes the result; otherwise the reasons on stderr and 1. With --model as the
+# first argument run_dir is a model to evaluate: only what is learned is compared, and its
+# checkpoints must have reached the last epoch.
+run_matches() {
+    local mode=()
+    if [[ "$1" == --model ]]; then
+        mode=(--model)
+        shift
+    fi
+    local run_dir="$1"
+    shift
+    "$PYTHON" "$REPO/tools/run_config.py" "${mode[@]}" "$run_dir" "$@" "${OPTS_ARRAY[@]}"
+}
+
+# Run train.py into run_dir unless a result made with the same config is there already; a
+# result made with another config is refused, as reusing it would report the old config's
+# number. Arguments after run_dir are train.py's flags, then its trailing KEY VALUE options;
+# OPTS comes last so it wins.
 run_once() {
     local run_dir="$1"
     shift
     if has_result "$run_dir"; then
-        echo "skip: $run_dir already holds a result"
-        return 0
+        if run_matches "$run_dir" "$@"; then
+            echo "skip: $run_dir already holds a result of this config"
+            return 0
+        fi
+        echo "error: $run_dir holds a result of another config (above); use another OUTPUT, or delete that folder to run again" >&2
+        exit 1
     fi
     set_aside_stale_log "$run_dir"
     echo "run:  $run_dir"

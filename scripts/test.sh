@@ -10,8 +10,9 @@ source "$REPO/scripts/common.sh"
 readonly SCRIPT_NAME="test.sh"
 readonly SCRIPT_ROLE="Evaluates, for each seed in SEEDS, the model that 'bash scripts/train.sh' trained (ZeroshotCLIP: CLIP itself)."
 
-# Trained trainers need their training run; ZeroshotCLIP has nothing to load. Sets
-# MODEL_ARGS to the train.py flags that pick the model.
+# Trained trainers need their training run, finished and made with the config asked for now;
+# ZeroshotCLIP has nothing to load. The training run's train.py arguments are in TRAIN_PY_ARGS.
+# Sets MODEL_ARGS to the train.py flags that pick the model.
 select_model() {
     local model_dir="$1" train_command="$2"
     MODEL_ARGS=(--eval-only)
@@ -19,7 +20,11 @@ select_model() {
         return 0
     fi
     if ! has_result "$model_dir"; then
-        echo "error: no finished training run at $model_dir; run '$train_command' first (same TRAINER, CFG, SHOTS, SEEDS, OUTPUT)" >&2
+        echo "error: no finished training run at $model_dir; run '$train_command' first (same TRAINER, CFG, SHOTS, SEEDS, OUTPUT, OPTS)" >&2
+        exit 1
+    fi
+    if ! run_matches --model "$model_dir" "${TRAIN_PY_ARGS[@]}"; then
+        echo "error: the training run at $model_dir is not the one asked for (above); run '$train_command' with the same TRAINER, CFG, SHOTS, OPTS, or another OUTPUT" >&2
         exit 1
     fi
     # No --load-epoch: the engine loads the latest checkpoint, whatever MAX_EPOCH was.
@@ -31,6 +36,7 @@ test_base2new() {
     local dataset="$1" seed seed_folder
     for seed in $SEEDS; do
         seed_folder="$(seed_dir base2new "$dataset" "$seed")"
+        training_run_args base2new "$dataset" "$seed"
         select_model "$seed_folder/train_base" "bash scripts/train.sh $dataset base2new"
         base_train_py_args "$dataset" "$seed"
         run_once "$seed_folder/test_new" "${TRAIN_PY_ARGS[@]}" "${MODEL_ARGS[@]}" \
@@ -42,7 +48,7 @@ test_base2new() {
 # DATASET is the one target.
 targets_to_evaluate() {
     local task="$1" dataset="$2"
-    if [[ "$task" == base2new ]]; then
+    if ! is_word_in "$task" "$TRANSFER_TASKS"; then
         echo ""
     elif [[ "$dataset" == "$SOURCE" ]]; then
         echo "${TARGETS:-$(default_targets "$task")}"
@@ -56,6 +62,7 @@ test_targets() {
     local task="$1" targets="$2" seed seed_folder target
     for seed in $SEEDS; do
         seed_folder="$(seed_dir "$task" "$SOURCE" "$seed")"
+        training_run_args "$task" "$SOURCE" "$seed"
         select_model "$seed_folder/train_source" "bash scripts/train.sh $SOURCE $task"
         for target in $targets; do
             base_train_py_args "$target" "$seed"
@@ -71,11 +78,14 @@ main() {
     local dataset="$1" task="$2"
     local targets
     load_settings
+    SHOTS="${SHOTS:-$(default_shots "$task")}"
     targets="$(targets_to_evaluate "$task" "$dataset")"
     validate_arguments "$SCRIPT_NAME" "$SCRIPT_ROLE" "$dataset" "$task" "$targets"
     parse_opts
     if [[ "$task" == base2new ]]; then
         test_base2new "$dataset"
+    elif [[ "$task" == few-shot ]]; then
+        echo "few-shot: nothing to test; each run of 'bash scripts/train.sh $dataset few-shot' ends with its test on all classes"
     else
         test_targets "$task" "$targets"
     fi

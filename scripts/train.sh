@@ -9,26 +9,31 @@ source "$REPO/scripts/common.sh"
 
 readonly SCRIPT_NAME="train.sh"
 readonly SCRIPT_ROLE="Trains TRAINER on DATASET for each seed in SEEDS (ZeroshotCLIP: evaluates it, as it learns nothing)."
-# Cross-dataset and domain generalisation train the same source model; each may reuse
-# the other's finished run instead of training it twice.
-readonly TRANSFER_TASKS="cross-dataset domain-generalization"
-
 # The run's train.py arguments without --output-dir, one per line: two runs with equal
 # records trained the same model.
 readonly ARGS_RECORD="train_args.txt"
 
 # base2new: few-shot training on the base classes; the final test is the base accuracy.
 train_base2new() {
-    local dataset="$1" seed run_dir extra
+    local dataset="$1" seed
     for seed in $SEEDS; do
-        run_dir="$(seed_dir base2new "$dataset" "$seed")/train_base"
-        base_train_py_args "$dataset" "$seed"
-        if is_zero_shot; then
-            extra=(--eval-only DATASET.SUBSAMPLE_CLASSES base)
-        else
-            extra=(DATASET.NUM_SHOTS "$SHOTS" DATASET.SUBSAMPLE_CLASSES base)
-        fi
-        run_once "$run_dir" "${TRAIN_PY_ARGS[@]}" "${extra[@]}"
+        training_run_args base2new "$dataset" "$seed"
+        run_once "$(seed_dir base2new "$dataset" "$seed")/train_base" "${TRAIN_PY_ARGS[@]}"
+    done
+}
+
+# few-shot: training on all classes at each number of SHOTS; the final test, on all classes, is
+# the result. ZeroshotCLIP sees no training image, so it is evaluated once, as 0 shots.
+train_few_shot() {
+    local dataset="$1" shots_list="$SHOTS" shots seed
+    if is_zero_shot; then
+        shots_list=0
+    fi
+    for shots in $shots_list; do
+        for seed in $SEEDS; do
+            training_run_args few-shot "$dataset" "$seed" "$shots"
+            run_once "$(seed_dir few-shot "$dataset" "$seed" "$shots")/train_all" "${TRAIN_PY_ARGS[@]}"
+        done
     done
 }
 
@@ -60,20 +65,15 @@ reuse_sibling_source_run() {
 
 # cross-dataset / domain-generalization: train on SOURCE with all classes.
 train_source() {
-    local task="$1" dataset="$2" seed run_dir extra record
+    local task="$1" dataset="$2" seed run_dir record
     if [[ "$dataset" != "$SOURCE" ]]; then
         usage_error "$SCRIPT_NAME" "$SCRIPT_ROLE" \
             "$task trains on the source only: DATASET is '$dataset' but SOURCE is '$SOURCE'; run 'bash scripts/train.sh $SOURCE $task', or set SOURCE=$dataset"
     fi
     for seed in $SEEDS; do
         run_dir="$(seed_dir "$task" "$dataset" "$seed")/train_source"
-        base_train_py_args "$dataset" "$seed"
-        if is_zero_shot; then
-            extra=(--eval-only)
-        else
-            extra=(DATASET.NUM_SHOTS "$SHOTS")
-        fi
-        record="$(printf '%s\n' "${TRAIN_PY_ARGS[@]}" "${extra[@]}" "${OPTS_ARRAY[@]}")"
+        training_run_args "$task" "$dataset" "$seed"
+        record="$(printf '%s\n' "${TRAIN_PY_ARGS[@]}" "${OPTS_ARRAY[@]}")"
         if reuse_sibling_source_run "$task" "$seed" "$run_dir" "$record"; then
             continue
         fi
@@ -82,7 +82,7 @@ train_source() {
             mkdir -p "$run_dir"
             printf '%s\n' "$record" >"$run_dir/$ARGS_RECORD"
         fi
-        run_once "$run_dir" "${TRAIN_PY_ARGS[@]}" "${extra[@]}"
+        run_once "$run_dir" "${TRAIN_PY_ARGS[@]}"
     done
 }
 
@@ -92,6 +92,7 @@ main() {
     fi
     local dataset="$1" task="$2"
     load_settings
+    SHOTS="${SHOTS:-$(default_shots "$task")}"
     # Training needs no target, so TARGETS is checked by test.sh only.
     validate_arguments "$SCRIPT_NAME" "$SCRIPT_ROLE" "$dataset" "$task" ""
     parse_opts
@@ -99,6 +100,8 @@ main() {
         train_base2new "$dataset"
     elif is_word_in "$task" "$TRANSFER_TASKS"; then
         train_source "$task" "$dataset"
+    elif [[ "$task" == few-shot ]]; then
+        train_few_shot "$dataset"
     fi
 }
 

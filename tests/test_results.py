@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -95,9 +96,11 @@ def test_base2new_means_std_and_hm(base2new_tree: Path) -> None:
 def test_base2new_command_writes_markdown_json_and_png(base2new_tree: Path, capsys) -> None:
     assert results.main([str(base2new_tree), "--reference", str(REPO / "tools/reference_results.json")]) == 0
     printed = capsys.readouterr().out
-    assert "| caltech101 | 92.00 ± 1.63 | 82.00 ± 1.63 | 86.71 ± 1.64 | 3/3 |" in printed
-    assert "| eurosat | 88.00 ± 0.00 | — | — | 1/0 |" in printed
-    assert "**Average** (2 datasets) | 82.00 | 67.00 | 73.74" in printed
+    assert "| caltech101 | 92.00 ± 1.63 | 82.00 ± 1.63 | 86.71 ± 1.64 | 3/3, 3/3 |" in printed
+    assert "| eurosat | 88.00 ± 0.00 | — | — | 1/1, 0/1 |" in printed
+    assert "- eurosat new, seed 1: not run yet" in printed
+    # The std of an average is over the per-seed averages of the seeds both datasets have (1, 2).
+    assert "**Average** (2 datasets) | 82.00 ± 1.50 | 67.00 ± 1.50 | 73.74 ± 1.52 | 2 common seeds" in printed
     assert "98.00 / 89.81 / 93.73" in printed  # published CoOp caltech101 beside ours
 
     assert (base2new_tree / "results.md").read_text() in printed
@@ -114,14 +117,16 @@ def test_domain_generalization_table(dg_tree: Path, tmp_path: Path, capsys) -> N
     assert results.main([str(dg_tree), "--reference", reference, "--plot", str(plot)]) == 0
     printed = capsys.readouterr().out
     assert "### domain-generalization — GOPro / vit_b16, 16 shots, source imagenet" in printed
-    assert "| imagenet | source | 71.00 ± 1.00 | 2 | 73.27 |" in printed
+    assert "| imagenet | source | 71.00 ± 1.00 | 2/2 | 73.27 |" in printed
     # Targets in the papers' order; the interrupted one shows as missing.
     lines = printed.splitlines()
     order = [next(i for i, line in enumerate(lines) if line.startswith(f"| {name} |"))
              for name in ("imagenetv2", "imagenet_a", "imagenet_r")]
     assert order == sorted(order)
-    assert "| imagenet_r | target | — | 0 | 78.02 |" in printed
-    assert "**Target average** (2 targets) |  | 56.00 |  | 61.49 |" in printed
+    assert "| imagenet_r | target | — | 0/2 | 78.02 |" in printed
+    assert "- imagenet_r (target), seed 1: unfinished: no result in " in printed
+    assert "- imagenet_r (target), seed 2: not run yet" in printed
+    assert "**Target average** (2 targets) |  | 56.00 ± 1.00 | 2 common seeds | 61.49 |" in printed
     assert plot.read_bytes()[:8] == PNG_SIGNATURE
     table = json.loads((dg_tree / "results.json").read_text())["tables"][0]
     assert table["protocol"] == "domain-generalization"
@@ -184,3 +189,84 @@ def test_best_val_training_logs_count_only_the_test_result(tmp_path):
     finished.write_text(killed.read_text() + "Finish training\nEvaluate on the *test* set\n=> result\n* accuracy: 61.0%\n")
     assert results.read_accuracy(killed) is None
     assert results.read_accuracy(finished) == 61.0
+
+
+# ---------------------------------------------------------------------------- bad logs (issue 13.6)
+
+
+@pytest.mark.parametrize("figure", ["..", "1e999", "250", "nan", "-3"])
+def test_a_figure_that_is_not_an_accuracy_is_refused(tmp_path: Path, figure: str) -> None:
+    log = tmp_path / "log.txt"
+    log.write_text(f"=> result\n* accuracy: {figure}%\n")
+    with pytest.raises(results.InvalidResult, match=f"{log}: '\\* accuracy: {re.escape(figure)}%'"):
+        results.read_accuracy(log)
+
+
+def test_bad_and_unreadable_logs_are_named_and_left_out(tmp_path: Path, capsys) -> None:
+    tree = tmp_path / "output" / "base2new"
+    for seed, base in ((1, "60.0"), (2, "1e999"), (3, "..")):
+        write_log(seed_folder(tree, "dtd", seed) / "train_base", 50.0)
+        (seed_folder(tree, "dtd", seed) / "train_base" / "log.txt").write_text(f"=> result\n* accuracy: {base}%\n")
+    (seed_folder(tree, "dtd", 4) / "train_base" / "log.txt").mkdir(parents=True)  # cannot be read as a file
+    write_log(seed_folder(tree, "dtd", 5) / "train_base", None)  # unfinished
+
+    assert results.main([str(tree)]) == 0
+    captured = capsys.readouterr()
+    for seed in (2, 3, 4):
+        log = seed_folder(tree, "dtd", seed) / "train_base" / "log.txt"
+        assert any(line.startswith("warning: ") and str(log) in line for line in captured.err.splitlines())
+    assert "unreadable log" in captured.err and "is not a number" in captured.err
+    assert "| dtd | 60.00 ± 0.00 | — | — | 1/5, 0/5 |" in captured.out
+    assert "- dtd base, seed 5: unfinished: no result in" in captured.out
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"results.json holds {constant}")
+
+    saved = json.loads((tree / "results.json").read_text(), parse_constant=refuse)
+    assert saved["tables"][0]["rows"][0]["base"]["seeds"] == {"1": 60.0}
+
+
+# ---------------------------------------------------------------------------- few-shot
+
+
+@pytest.fixture()
+def few_shot_tree(tmp_path: Path) -> Path:
+    tree = tmp_path / "output" / "few-shot"
+    for dataset, offset in (("caltech101", 0.0), ("dtd", -20.0)):
+        for shots in (1, 2, 4):
+            for seed in (1, 2, 3):
+                run = tree / "CoOp" / "tiny" / dataset / f"shots_{shots}" / f"seed{seed}" / "train_all"
+                write_log(run, 60.0 + offset + 5 * shots + (seed - 2))
+        zero_shot = tree / "ZeroshotCLIP" / "tiny" / dataset / "shots_0" / "seed1" / "train_all"
+        write_log(zero_shot, 55.0 + offset)
+    # An unfinished 8-shot run of one seed.
+    write_log(tree / "CoOp" / "tiny" / "dtd" / "shots_8" / "seed1" / "train_all", None)
+    return tree
+
+
+def test_few_shot_table_and_plot(few_shot_tree: Path, capsys) -> None:
+    assert results.main([str(few_shot_tree)]) == 0
+    printed = capsys.readouterr().out
+    assert "### few-shot — CoOp / tiny" in printed
+    assert "| Dataset | 1 shot | 2 shots | 4 shots | 8 shots |" in printed
+    # 65 + (seed - 2): mean 65, population std of (-1, 0, 1) = 0.82
+    assert "| caltech101 | 65.00 ± 0.82 (3/3) | 70.00 ± 0.82 (3/3) | 80.00 ± 0.82 (3/3) | — |" in printed
+    assert "| dtd | 45.00 ± 0.82 (3/3) | 50.00 ± 0.82 (3/3) | 60.00 ± 0.82 (3/3) | — (0/1) |" in printed
+    assert "| **Average** | 55.00 ± 0.82 (2 datasets, 3 common seeds) |" in printed
+    assert "- dtd 8 shots, seed 1: unfinished: no result in" in printed
+    assert "### few-shot — ZeroshotCLIP / tiny" in printed and "| caltech101 | 55.00 ± 0.00 (1/1) |" in printed
+    assert (few_shot_tree / "results.png").read_bytes()[:8] == PNG_SIGNATURE
+
+    table = json.loads((few_shot_tree / "results.json").read_text())["tables"][0]
+    assert table["protocol"] == "few-shot" and table["shots"] == ["1", "2", "4", "8"]
+    assert table["average"]["4"] == {"mean": 70.0, "std": pytest.approx(math.sqrt(2 / 3)), "datasets": 2, "seeds": 3}
+
+
+def test_few_shot_plot_has_a_line_per_trainer_with_a_seed_band(few_shot_tree: Path) -> None:
+    tables = results.build_tables(few_shot_tree, results.collect_runs(few_shot_tree))
+    panels = results.few_shot_panels(tables)
+    assert [p.title for p in panels] == ["few-shot: caltech101", "few-shot: dtd", "few-shot: average over datasets"]
+    coop, zero_shot = panels[0].series
+    assert coop.label == "CoOp/tiny" and coop.shots == [1, 2, 4]
+    assert coop.means == [65.0, 70.0, 80.0] and coop.stds == pytest.approx([math.sqrt(2 / 3)] * 3)
+    assert zero_shot.shots == [0] and zero_shot.means == [55.0]

@@ -1,5 +1,5 @@
 """scripts/train.sh and scripts/test.sh: usage errors, the train.py calls of each protocol, and
-an end-to-end run of all three protocols with the real engine on fake data and a tiny CLIP.
+an end-to-end run of every protocol with the real engine on fake data and a tiny CLIP.
 
 Most tests run copies of the scripts in a scratch repository whose train.py is a recorder: it
 notes its arguments and writes a log with a result, as the engine does. That checks the
@@ -23,7 +23,9 @@ SCRIPTS = ("common.sh", "train.sh", "test.sh")
 FAKE_DATASETS = ("caltech101", "dtd", "imagenet", "imagenetv2", "imagenet_sketch")
 
 # Stands in for the engine: records argv as one JSON line, then writes a finished log, or
-# an unfinished one (exit 1) when the output folder is named in FAKE_INTERRUPT.
+# an unfinished one (exit 1) when the output folder is named in FAKE_INTERRUPT. Its
+# "config.yaml" is its arguments without --output-dir; a run named in FAKE_UNFINISHED gets a
+# result but a marker saying its checkpoints stopped early.
 RECORDING_TRAIN_PY = '''
 import json, os, sys
 args = sys.argv[1:]
@@ -37,7 +39,27 @@ if os.path.exists(log):
 interrupted = os.environ.get("FAKE_INTERRUPT") and out.endswith(os.environ["FAKE_INTERRUPT"])
 with open(log, "w") as handle:
     handle.write("Finish training\\n" if interrupted else "Finish training\\n=> result\\n* accuracy: 50.0%\\n")
+index = args.index("--output-dir")
+with open(os.path.join(out, "config.yaml"), "w") as handle:
+    json.dump(args[:index] + args[index + 2:], handle)
+if os.environ.get("FAKE_UNFINISHED") and out.endswith(os.environ["FAKE_UNFINISHED"]):
+    open(os.path.join(out, "unfinished"), "w").close()
 sys.exit(1 if interrupted else 0)
+'''
+
+# Stands in for tools/run_config.py: compares the recorded arguments with the requested ones.
+COMPARING_RUN_CONFIG_PY = '''
+import json, os, sys
+args = sys.argv[1:]
+as_model = args[0] == "--model"
+run_dir, requested = args[as_model:][0], args[as_model:][1:]
+with open(os.path.join(run_dir, "config.yaml")) as handle:
+    saved = json.load(handle)
+problems = [] if saved == requested else [f"config differs: {saved} -> {requested}"]
+if as_model and os.path.exists(os.path.join(run_dir, "unfinished")):
+    problems.append(f"unfinished: {run_dir} stopped at epoch 1 of 2")
+print("\\n".join(problems), file=sys.stderr)
+sys.exit(1 if problems else 0)
 '''
 
 
@@ -55,6 +77,8 @@ def scratch_repo(tmp_path: Path) -> Path:
         (repo / "configs" / "trainers" / trainer).mkdir(parents=True)
         (repo / "configs" / "trainers" / trainer / "tiny.yaml").write_text("OPTIM:\n  MAX_EPOCH: 1\n")
     (repo / "train.py").write_text(RECORDING_TRAIN_PY)
+    (repo / "tools").mkdir()
+    (repo / "tools" / "run_config.py").write_text(COMPARING_RUN_CONFIG_PY)
     return repo
 
 
@@ -171,9 +195,29 @@ def test_base2new_train_then_test(run: Runner) -> None:
     assert "--load-epoch" not in test_call  # the engine loads the latest checkpoint
     assert overrides(test_call)["DATASET.SUBSAMPLE_CLASSES"] == "new"
 
-    again = run("train.sh", "caltech101", "base2new", SEEDS="1 2")
+    again = run("train.sh", "caltech101", "base2new", SEEDS="1 2", OPTS=opts)
     assert again.returncode == 0 and again.stdout.count("skip:") == 2
     assert len(run.calls()) == 4
+
+
+def test_finished_run_of_another_config_is_refused_not_skipped(run: Runner) -> None:
+    """Issue 13.3: a rerun with other OPTS used to print 'skip:' and keep the old config's result."""
+    assert run("train.sh", "caltech101", "base2new", OPTS="OPTIM.LR 0.01").returncode == 0
+    assert run("test.sh", "caltech101", "base2new", OPTS="OPTIM.LR 0.01").returncode == 0
+    for script, refusal in (("train.sh", "holds a result of another config"), ("test.sh", "not the one asked for")):
+        result = run(script, "caltech101", "base2new", OPTS="OPTIM.LR 0.05")
+        assert result.returncode == 1 and "skip:" not in result.stdout
+        assert "config differs" in result.stderr and "0.05" in result.stderr and refusal in result.stderr
+    assert len(run.calls()) == 2  # neither the changed training nor its test ran
+
+
+def test_testing_an_unfinished_training_run_is_refused(run: Runner) -> None:
+    """Issue 13.5: a training run whose checkpoints stopped before MAX_EPOCH is never evaluated."""
+    assert run("train.sh", "caltech101", "base2new", FAKE_UNFINISHED="train_base").returncode == 0
+    result = run("test.sh", "caltech101", "base2new")
+    assert result.returncode == 1
+    assert "unfinished:" in result.stderr and "train_base is not the one asked for" in result.stderr
+    assert len(run.calls()) == 1
 
 
 def test_interrupted_run_is_run_again_with_its_old_log_set_aside(run: Runner) -> None:
@@ -235,6 +279,39 @@ def test_dg_trains_its_own_source_model_when_arguments_differ(run: Runner) -> No
     assert dg_run.is_dir() and not dg_run.is_symlink()
 
 
+def test_few_shot_trains_on_all_classes_at_each_shots(run: Runner) -> None:
+    assert run("train.sh", "dtd", "few-shot", SHOTS="1 4", SEEDS="1 2").returncode == 0
+    calls = run.calls()
+    folder = "output/few-shot/CoOp/tiny/dtd"
+    assert [option(c, "--output-dir") for c in calls] == [
+        f"{folder}/shots_1/seed1/train_all", f"{folder}/shots_1/seed2/train_all",
+        f"{folder}/shots_4/seed1/train_all", f"{folder}/shots_4/seed2/train_all"]
+    assert [overrides(c) for c in calls[1:3]] == [{"DATASET.NUM_SHOTS": "1"}, {"DATASET.NUM_SHOTS": "4"}]
+    assert all("--eval-only" not in c for c in calls)
+
+    tested = run("test.sh", "dtd", "few-shot", SHOTS="1 4")
+    assert tested.returncode == 0 and "nothing to test" in tested.stdout
+    assert len(run.calls()) == 4
+
+    zero_shot = run("train.sh", "dtd", "few-shot", TRAINER="ZeroshotCLIP", SEEDS="1")
+    assert zero_shot.returncode == 0
+    (call,) = run.calls()[4:]
+    assert option(call, "--output-dir") == "output/few-shot/ZeroshotCLIP/tiny/dtd/shots_0/seed1/train_all"
+    assert "--eval-only" in call and overrides(call) == {}
+
+
+def test_few_shot_default_shots_and_shots_errors(run: Runner) -> None:
+    assert run("train.sh", "dtd", "few-shot", SHOTS="").returncode == 0
+    shots = [option(c, "--output-dir").split("/")[5] for c in run.calls()]
+    assert shots == ["shots_1", "shots_2", "shots_4", "shots_8", "shots_16"]
+
+    result = run("train.sh", "dtd", "few-shot", SHOTS="1 two")
+    assert result.returncode == 2 and "SHOTS holds 'two'" in result.stderr
+    result = run("train.sh", "dtd", "base2new", SHOTS="1 2")
+    assert result.returncode == 2 and "a list is for the few-shot task" in result.stderr
+    assert len(run.calls()) == 5
+
+
 def test_zero_shot_clip_evaluates_without_a_model(run: Runner) -> None:
     env = {"TRAINER": "ZeroshotCLIP"}
     assert run("train.sh", "caltech101", "base2new", **env).returncode == 0
@@ -247,6 +324,55 @@ def test_zero_shot_clip_evaluates_without_a_model(run: Runner) -> None:
     assert overrides(new_call) == {"DATASET.SUBSAMPLE_CLASSES": "new"}
 
 
+# ---------------------------------------------------------------------------- tools/run_config.py
+
+
+def tiny_coop_args(*overrides: str, root: str = "/data") -> list[str]:
+    return ["--root", root, "--seed", "1", "--trainer", "CoOp",
+            "--dataset-config-file", str(REPO / "configs/datasets/caltech101.yaml"),
+            "--config-file", str(REPO / "configs/trainers/CoOp/tiny.yaml"), "DATASET.NUM_SHOTS", "2", *overrides]
+
+
+def test_run_config_compares_the_keys_that_shape_the_result(tmp_path: Path) -> None:
+    from tools import run_config
+
+    saved = run_config.requested_config(tiny_coop_args("OPTIM.LR", "0.01"))
+    (tmp_path / "config.yaml").write_text(saved.dump())
+    assert run_config.check(str(tmp_path), tiny_coop_args("OPTIM.LR", "0.01")) == []
+    # Where files go and how many workers load them change nothing.
+    assert run_config.check(str(tmp_path), tiny_coop_args("OPTIM.LR", "0.01", "DATALOADER.NUM_WORKERS", "0",
+                                                          root="/elsewhere")) == []
+    assert run_config.check(str(tmp_path), tiny_coop_args("OPTIM.LR", "0.05")) == [
+        "config differs: OPTIM.LR: 0.01 -> 0.05"]
+    # The test split changes the reported figure, not the model.
+    val = tiny_coop_args("OPTIM.LR", "0.01", "TEST.SPLIT", "val")
+    assert run_config.check(str(tmp_path), val) == ["config differs: TEST.SPLIT: 'test' -> 'val'"]
+    assert run_config.check(str(tmp_path), val, as_model=True) == [
+        f"unfinished: {tmp_path} holds no checkpoint (no <model>/checkpoint file)"]
+    # A key the saved config predates is taken at its default.
+    older = saved.clone()
+    older.OPTIM.pop("WARMUP_EPOCH")
+    (tmp_path / "config.yaml").write_text(older.dump())
+    assert run_config.check(str(tmp_path), tiny_coop_args("OPTIM.LR", "0.01")) == []
+    assert run_config.main([str(tmp_path / "absent"), *tiny_coop_args()]) == 2
+
+
+def test_run_config_model_must_reach_its_last_epoch(tmp_path: Path) -> None:
+    from tools import run_config
+
+    args = tiny_coop_args("OPTIM.MAX_EPOCH", "2")
+    (tmp_path / "config.yaml").write_text(run_config.requested_config(args).dump())
+    model = tmp_path / "prompt_learner"
+    model.mkdir()
+    (model / "model.pth.tar-1").write_bytes(b"")
+    (model / "checkpoint").write_text("model.pth.tar-1\n")
+    assert run_config.check(str(tmp_path), args, as_model=True) == [
+        f"unfinished: {tmp_path} stopped at epoch 1 of 2 ({model} has no model.pth.tar-2)"]
+    (model / "model.pth.tar-2").write_bytes(b"")
+    (model / "checkpoint").write_text("model.pth.tar-2\n")
+    assert run_config.check(str(tmp_path), args, as_model=True) == []
+
+
 # ---------------------------------------------------------------------------- end to end
 
 
@@ -254,14 +380,14 @@ def test_zero_shot_clip_evaluates_without_a_model(run: Runner) -> None:
 def real_run(tmp_path: Path, fake_data_root: str, tiny_clip_path: str):
     """Runs the repository's own scripts with the real engine, CoOp tiny, one seed, two shots."""
 
-    def call(script: str, *args: str, **env: str) -> subprocess.CompletedProcess:
-        full_env = dict(os.environ, DATA=fake_data_root, TRAINER="CoOp", CFG="tiny", SEEDS="1",
+    def call(script: str, *args: str, expect_rc: int = 0, **env: str) -> subprocess.CompletedProcess:
+        full_env = dict(os.environ, PYTHON=sys.executable, DATA=fake_data_root, TRAINER="CoOp", CFG="tiny", SEEDS="1",
                         SHOTS="2", OUTPUT=str(tmp_path / "output"),
                         OPTS=f"OPTIM.MAX_EPOCH 1 MODEL.BACKBONE.NAME {tiny_clip_path}")
         full_env.update(env)
         result = subprocess.run(["bash", str(REPO / "scripts" / script), *args], cwd=tmp_path,
                                 env=full_env, capture_output=True, text=True, timeout=300)
-        assert result.returncode == 0, f"{script} {args} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        assert result.returncode == expect_rc, f"{script} {args} exited {result.returncode}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
         return result
 
     return call
@@ -273,14 +399,33 @@ def results_command(tree: Path, capsys) -> str:
     return capsys.readouterr().out
 
 
-def test_end_to_end_base2new(real_run, tmp_path: Path, capsys) -> None:
+def test_end_to_end_base2new(real_run, tmp_path: Path, tiny_clip_path: str, capsys) -> None:
     real_run("train.sh", "caltech101", "base2new")
     real_run("test.sh", "caltech101", "base2new")
     tree = tmp_path / "output" / "base2new"
     printed = results_command(tree, capsys)
     assert "### base2new — CoOp / tiny, 2 shots" in printed
     row = next(line for line in printed.splitlines() if line.startswith("| caltech101 |"))
-    assert "—" not in row and row.endswith("| 1/1 |")
+    assert "—" not in row and row.endswith("| 1/1, 1/1 |")
+    assert (tree / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # Issue 13.3: the finished run is not reused for another learning rate. The real train.py config
+    # and the saved config.yaml agree on every other key, so OPTIM.LR is the only one named.
+    changed = f"OPTIM.MAX_EPOCH 1 MODEL.BACKBONE.NAME {tiny_clip_path} OPTIM.LR 0.05"
+    refused = real_run("train.sh", "caltech101", "base2new", OPTS=changed, expect_rc=1)
+    assert "skip:" not in refused.stdout and "holds a result of another config" in refused.stderr
+    differences = [line for line in refused.stderr.splitlines() if line.startswith("config differs: ")]
+    assert len(differences) == 1 and differences[0].startswith("config differs: OPTIM.LR: ")
+
+
+def test_end_to_end_few_shot(real_run, tmp_path: Path, capsys) -> None:
+    real_run("train.sh", "caltech101", "few-shot", SHOTS="1 2")
+    tree = tmp_path / "output" / "few-shot"
+    assert (tree / "CoOp/tiny/caltech101/shots_2/seed1/train_all/config.yaml").is_file()
+    printed = results_command(tree, capsys)
+    assert "### few-shot — CoOp / tiny" in printed and "| Dataset | 1 shot | 2 shots |" in printed
+    row = next(line for line in printed.splitlines() if line.startswith("| caltech101 |"))
+    assert "—" not in row and row.count("(1/1)") == 2
     assert (tree / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
