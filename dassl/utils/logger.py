@@ -10,7 +10,7 @@ from typing import IO
 
 from .tools import mkdir_if_missing
 
-__all__ = ["Logger", "setup_logger", "resolve_log_path"]
+__all__ = ["Logger", "setup_logger", "resolve_log_path", "write_to_log_file"]
 
 # Marks handlers installed by setup_logger, so a second call removes exactly those.
 _HANDLER_TAG = "_dassl_setup_logger"
@@ -55,11 +55,26 @@ class Logger:
 
 
 def resolve_log_path(output: str) -> str:
-    """``output`` ending in .txt/.log is the file; otherwise ``output/log.txt``; never overwrite one."""
+    """``output`` ending in .txt/.log is the file; otherwise ``output/log.txt``.
+
+    The file always receives the latest attempt: an earlier one found there is first renamed to
+    ``log-<time it was last written>.txt`` beside it (``-2``, ``-3``... on a clash), never overwritten.
+    """
     fpath = output if output.endswith((".txt", ".log")) else osp.join(output, "log.txt")
     if osp.exists(fpath):
-        fpath += time.strftime("-%Y-%m-%d-%H-%M-%S")
+        os.replace(fpath, _previous_attempt_path(fpath))
     return fpath
+
+
+def _previous_attempt_path(fpath: str) -> str:
+    stem, ext = osp.splitext(fpath)
+    stamp = time.strftime("%Y-%m-%d-%H-%M-%S", time.localtime(osp.getmtime(fpath)))
+    candidate = f"{stem}-{stamp}{ext}"
+    n = 2
+    while osp.exists(candidate):
+        candidate = f"{stem}-{stamp}-{n}{ext}"
+        n += 1
+    return candidate
 
 
 def _undo_previous_setup() -> None:
@@ -110,3 +125,11 @@ def setup_logger(output: str | None = None) -> str | None:
     root.addHandler(_tagged(logging.StreamHandler(log_file)))
     sys.stdout = Logger(console=console, stream=log_file)
     return fpath
+
+
+def write_to_log_file(text: str) -> None:
+    """Append ``text`` (a line) to the file ``setup_logger`` opened, without echoing it to the console."""
+    log_file = _state["file"]
+    if log_file is not None and not log_file.closed:
+        log_file.write(text.rstrip("\n") + "\n")
+        log_file.flush()
