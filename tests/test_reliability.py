@@ -27,8 +27,8 @@ from dassl.utils import (
     atomic_write_text,
     load_checkpoint,
     save_checkpoint,
+    torchtools,
 )
-from dassl.utils import torchtools
 from datasets.caltech101 import Caltech101
 from tests.test_engine import NAN_FROM, make_toy_images, run_main, train_argv
 

@@ -26,6 +26,7 @@ from dassl.data.data_manager import bad_image_count, reset_bad_image_count
 from dassl.evaluation import build_evaluator
 from dassl.utils import (
     AverageMeter,
+    ConfigError,
     DiskFullError,
     MetricMeter,
     NonFiniteError,
@@ -197,7 +198,7 @@ class TrainerBase:
                     f" (epoch {self.epoch + 1}/{self.max_epoch}, "
                     f"batch {self.batch_idx + 1}/{self.num_batches}, loss {loss.detach().tolist()})"
                 )
-            raise FloatingPointError(f"Loss is infinite or NaN!{where}")
+            raise NonFiniteError(f"Loss is infinite or NaN!{where}")
 
     def init_writer(self, log_dir: str) -> None:
         if self.__dict__.get("_writer") is not None:
@@ -353,9 +354,9 @@ class SimpleTrainer(TrainerBase):
     def _check_final_model(self) -> None:
         final_model = self.cfg.TEST.FINAL_MODEL
         if final_model not in FINAL_MODEL_CHOICES:
-            raise ValueError(f'TEST.FINAL_MODEL is "{final_model}"; choose one of {list(FINAL_MODEL_CHOICES)}')
+            raise ConfigError(f'TEST.FINAL_MODEL is "{final_model}"; choose one of {list(FINAL_MODEL_CHOICES)}')
         if final_model == "best_val" and not self.cfg.TEST.NO_TEST and self.val_loader is None:
-            raise ValueError(
+            raise ConfigError(
                 f'TEST.FINAL_MODEL "best_val" selects the model on the validation split, but dataset '
                 f'"{self.cfg.DATASET.NAME}" has none; use TEST.FINAL_MODEL "last_step" '
                 "(the test split is never used for model selection)"
@@ -566,7 +567,7 @@ class SimpleTrainer(TrainerBase):
             split = self.cfg.TEST.SPLIT
         if split == "val":
             if self.val_loader is None:
-                raise ValueError(
+                raise ConfigError(
                     f'Cannot evaluate on the val split: dataset "{self.cfg.DATASET.NAME}" has no validation data'
                 )
             data_loader = self.val_loader
