@@ -223,10 +223,11 @@ def run_locked(args: argparse.Namespace, cfg) -> None:
     """Everything that writes into OUTPUT_DIR; the caller holds the folder's lock (rank 0)."""
     from dassl.engine import build_trainer
     from dassl.engine.distributed import is_main_process
-    from dassl.engine.run_state import holds_checkpoints
+    from dassl.engine.run_state import ConfigMismatchError, DataMismatchError, holds_checkpoints
     from dassl.utils import (
         atomic_write_text,
         collect_env_info,
+        give_log_back_to_earlier_attempt,
         remove_stale_temp_files,
         set_random_seed,
         setup_logger,
@@ -254,11 +255,18 @@ def run_locked(args: argparse.Namespace, cfg) -> None:
     if args.eval_only and is_main_process() and not holds_checkpoints(cfg.OUTPUT_DIR):
         atomic_write_text(osp.join(cfg.OUTPUT_DIR, "config.yaml"), cfg.dump())
 
-    trainer = build_trainer(cfg)
-    if args.eval_only:
-        evaluate_saved_model(trainer, args.model_dir, args.load_epoch)
-    elif not args.no_train:
-        trainer.train()
+    try:
+        trainer = build_trainer(cfg)
+        if args.eval_only:
+            evaluate_saved_model(trainer, args.model_dir, args.load_epoch)
+        elif not args.no_train:
+            trainer.train()
+    except (ConfigMismatchError, DataMismatchError) as err:
+        # A refused resume changed nothing: log.txt stays the log of the run the folder holds.
+        refused = give_log_back_to_earlier_attempt()
+        if refused:
+            err.add_note(f'(this attempt\'s log: "{refused}")')
+        raise
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -297,7 +305,7 @@ def _one_message(err: BaseException) -> str:
     if "Original Traceback" in text:
         last = text.splitlines()[-1]
         text = last.split(": ", 1)[1] if ": " in last else last
-    return text
+    return " ".join([text, *getattr(err, "__notes__", [])])
 
 
 def cli(argv: list[str] | None = None) -> int:

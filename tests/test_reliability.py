@@ -119,6 +119,16 @@ def test_resume_without_last_checkpoint_still_checks_the_config(toy_root, finish
     assert read(os.path.join(out, "config.yaml")) == record  # the record of the checkpoints is kept
 
 
+def test_a_refused_resume_leaves_log_txt_to_the_run_the_folder_holds(toy_root, finished, tmp_path, capsys):
+    out = copy_run(finished, tmp_path / "run")
+    log = read(os.path.join(out, "log.txt"))
+    assert train.cli(train_argv(toy_root, out, max_epoch=MAX_EPOCH, extra=["OPTIM.LR", "0.1"])) == 1
+    assert read(os.path.join(out, "log.txt")) == log  # results.py still finds the finished run's result
+    (refused,) = [f for f in os.listdir(out) if f.endswith("-refused.txt")]
+    assert "error: Refusing to resume" in read(os.path.join(out, refused))
+    assert f"this attempt's log: \"{os.path.join(out, refused)}\"" in capsys.readouterr().err
+
+
 def test_checkpoints_without_a_config_record_resume_only_when_asked(toy_root, finished, tmp_path, caplog):
     out = copy_run(finished, tmp_path / "upstream_like")  # upstream Dassl writes checkpoints, no config.yaml
     os.remove(os.path.join(out, "last.pth.tar"))
