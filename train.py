@@ -294,9 +294,9 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _is_user_error(err: BaseException) -> bool:
-    from dassl.utils import UserError
-
-    return isinstance(err, (UserError, FileNotFoundError))
+    # Looked up, not imported: when importing dassl itself failed, that error is no user error.
+    errors = sys.modules.get("dassl.utils.errors")
+    return isinstance(err, (FileNotFoundError, *((errors.UserError,) if errors else ())))
 
 
 def _one_message(err: BaseException) -> str:
@@ -322,12 +322,12 @@ def cli(argv: list[str] | None = None) -> int:
     except Exception as err:
         if debug or not _is_user_error(err):
             raise
-        from dassl.utils import write_to_log_file
-
         message = f"error: {_one_message(err)}"
         print(message, file=sys.stderr)
         print(f"(run with --debug or {DEBUG_ENV}=1 for the traceback)", file=sys.stderr)
-        write_to_log_file(message)
+        logger_module = sys.modules.get("dassl.utils.logger")
+        if logger_module is not None:
+            logger_module.write_to_log_file(message)
         return 1
     return 0
 

@@ -431,7 +431,7 @@ class SimpleTrainer(TrainerBase):
                 kept = "no earlier checkpoint of this run exists"
             raise DiskFullError(f"{err}; {kept}. Free some space and run the same command again.") from err
 
-    def data_fingerprint(self) -> dict | None:
+    def current_data_fingerprint(self) -> dict | None:
         """Class names and split sizes of the data this trainer was built on (None without a DataManager)."""
         dataset = getattr(getattr(self, "dm", None), "dataset", None)
         if dataset is None:
@@ -469,7 +469,7 @@ class SimpleTrainer(TrainerBase):
             "epoch_start_rng": self._epoch_start_rng if steps_done else None,
             "config_hash": config_hash,
             "config": config_flat,
-            "data": self.data_fingerprint(),
+            "data": self.current_data_fingerprint(),
         }
         atomic_torch_save(state, last_checkpoint_path(self.output_dir))
         self._saved_epochs = epochs_done
@@ -492,7 +492,7 @@ class SimpleTrainer(TrainerBase):
         state = load_checkpoint(path)
         if state.get("config") is not None:
             check_same_config(state["config"], config_fingerprint(self.cfg)[1], path, _default_flat())
-        check_same_data(state.get("data"), self.data_fingerprint(), path)
+        check_same_data(state.get("data"), self.current_data_fingerprint(), path)
         names = self.get_model_names()
         if sorted(state["models"]) != sorted(names):
             raise KeyError(f'"{path}" holds models {sorted(state["models"])}, but this trainer registers {names}')
