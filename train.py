@@ -246,9 +246,10 @@ def run_locked(args: argparse.Namespace, cfg) -> None:
         logger.info(f"Removed {len(stale)} temporary file(s) of interrupted writes: {', '.join(stale)}")
     node, foreign = foreign_trainer_keys(args, cfg.TRAINER.NAME)
     if foreign:
+        verb = "belongs" if len(foreign) == 1 else "belong"
         logger.warning(
-            f"WARNING: {', '.join(foreign)} belong(s) to another trainer; {cfg.TRAINER.NAME} reads "
-            f"TRAINER.{node}.* only, so they have no effect"
+            f"WARNING: {', '.join(foreign)} {verb} to another trainer; {cfg.TRAINER.NAME} reads "
+            f"TRAINER.{node}.* only, so the value has no effect"
         )
     # Training writes config.yaml itself once it knows whether it resumes (the record of a folder's
     # checkpoints is never replaced); an evaluation writes it here unless the folder holds a run.

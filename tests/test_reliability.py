@@ -352,7 +352,7 @@ def test_a_key_of_another_trainer_is_warned_about(toy_root, tmp_path, caplog):
     caplog.set_level(logging.INFO)
     run_main(train_argv(toy_root, str(tmp_path / "run"), max_epoch=1, extra=["TRAINER.GOPRO.N_CTX", "8"])
              + ["--no-train"])
-    assert "TRAINER.GOPRO.N_CTX belong(s) to another trainer" in caplog.text
+    assert "TRAINER.GOPRO.N_CTX belongs to another trainer" in caplog.text
 
 
 def test_redirected_output_gets_log_lines_and_no_progress_bars(toy_root, tmp_path, capsys):
