@@ -25,7 +25,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 
 from dassl.data.datasets import DatasetBase, Datum
-from dassl.utils import atomic_write_bytes, listdir_nohidden, mkdir_if_missing
+from dassl.utils import DataError, atomic_write_bytes, listdir_nohidden, mkdir_if_missing
 
 __all__ = ["BenchmarkDataset", "SUBSAMPLE_CHOICES", "first_missing_file"]
 
@@ -103,9 +103,9 @@ class BenchmarkDataset(DatasetBase):
         return FileNotFoundError(f"{type(self).__name__}: missing {what} {path}{under}; {self.where_documented()}")
 
     @classmethod
-    def content_error(cls, source: str, detail: str) -> ValueError:
+    def content_error(cls, source: str, detail: str) -> DataError:
         """One-line error for bad content in a data file, naming the file and the entry."""
-        return ValueError(f"{cls.__name__}: {source}: {detail}; {cls.where_documented()}")
+        return DataError(f"{cls.__name__}: {source}: {detail}; {cls.where_documented()}")
 
     @classmethod
     def first_missing_layout_path(cls, dataset_dir: str) -> str | None:
@@ -149,8 +149,8 @@ class BenchmarkDataset(DatasetBase):
         """Read and validate a CoOp split JSON: ``{"train"|"val"|"test": [[rel_path, label, classname], ...]}``."""
         name = cls.__name__
 
-        def bad(detail: str) -> ValueError:
-            return ValueError(f"{name}: split file {filepath}: {detail}; {cls.where_documented()}")
+        def bad(detail: str) -> DataError:
+            return DataError(f"{name}: split file {filepath}: {detail}; {cls.where_documented()}")
 
         try:
             with open(filepath) as f:
@@ -187,7 +187,12 @@ class BenchmarkDataset(DatasetBase):
         n_classes = max(train_labels) + 1
         empty = sorted(set(range(n_classes)) - train_labels)
         if empty:
-            raise bad(f"class {empty[0]} has no training image (labels must be contiguous 0..{n_classes - 1})")
+            # Name the entry past the first gap: a label out of range, or a class left without images.
+            i, (rel, label, _) = next((i, e) for i, e in enumerate(splits["train"]) if e[1] > empty[0])
+            raise bad(
+                f'entry train[{i}] "{rel}" has label {label}, but class {empty[0]} has no training image '
+                f"(labels must be contiguous 0..n-1; {len(train_labels)} labels are used)"
+            )
         for split in ("val", "test"):
             for i, (rel, label, _) in enumerate(splits[split]):
                 if label >= n_classes:

@@ -38,6 +38,7 @@ TOY_CLASSES = ("dark", "bright")
 KILL_AT = "ENGINE_TOY_KILL_AT"  # SIGKILL itself before that step
 SIGNAL_AT = "ENGINE_TOY_SIGNAL_AT"  # "EPOCH:STEP:SIGNAME": send itself the signal during that step
 NAN_AT = "ENGINE_TOY_NAN_AT"  # return a NaN loss at that step
+NAN_FROM = "ENGINE_TOY_NAN_FROM"  # return a NaN loss at that step and every later one
 
 
 # ----- toy dataset -----
@@ -96,6 +97,15 @@ def _hook_step(env_name: str, epoch: int, step: int) -> list[str] | None:
     return fields[2:] if (int(fields[0]), int(fields[1])) == (epoch + 1, step + 1) else None
 
 
+def _at_or_after_step(env_name: str, epoch: int, step: int) -> bool:
+    """Whether the env var names this (1-based) step or an earlier one."""
+    value = os.environ.get(env_name, "")
+    if not value:
+        return False
+    fields = value.split(":")
+    return (epoch + 1, step + 1) >= (int(fields[0]), int(fields[1]))
+
+
 class _ToyModelMixin:
     dropout = 0.25
 
@@ -122,7 +132,8 @@ class EngineToyTrainer(_ToyModelMixin, TrainerX):
         img, label = batch["img"].to(self.device), batch["label"].to(self.device)
         logits = self.model(img)
         loss = F.cross_entropy(logits, label)
-        if _hook_step(NAN_AT, self.epoch, self.batch_idx) is not None:
+        nan_here = _hook_step(NAN_AT, self.epoch, self.batch_idx) is not None
+        if nan_here or _at_or_after_step(NAN_FROM, self.epoch, self.batch_idx):
             loss = loss * float("nan")
         return {"loss_ce": loss, "acc": (logits.argmax(1) == label).float().mean()}
 

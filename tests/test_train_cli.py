@@ -63,9 +63,10 @@ def test_training_writes_config_checkpoint_and_markers(setup):
 def test_rerunning_the_same_command_resumes(setup):
     train_dir = setup["train_dir"]
     run_main([*setup["flags"], "--output-dir", train_dir, *setup["opts"]])
-    reruns = [f for f in os.listdir(train_dir) if f.startswith("log.txt-")]
-    assert len(reruns) == 1  # the first log.txt is kept, the rerun gets a timestamped one
-    log = read(os.path.join(train_dir, reruns[0]))
+    earlier = [f for f in os.listdir(train_dir) if re.fullmatch(r"log-[\d-]+\.txt", f)]
+    assert len(earlier) == 1  # the first attempt's log is kept beside; log.txt is the latest attempt's
+    assert "epoch [1/2]" in read(os.path.join(train_dir, earlier[0]))
+    log = read(os.path.join(train_dir, "log.txt"))
     assert "2 epoch(s) done" in log and "epoch [" not in log  # nothing trained again
     assert RESULT.findall(log.split("Finish training", 1)[1])
 

@@ -111,15 +111,17 @@ def test_setup_logger_writes_log_and_prints_once(tmp_path, restore_logging, caps
     assert console.count("* accuracy: 12.5%") == 1 and console.count("from a Dassl-style print") == 1
 
 
-def test_setup_logger_twice_rotates_file_without_stacking(tmp_path, restore_logging):
+def test_setup_logger_twice_keeps_the_earlier_log_beside_without_stacking(tmp_path, restore_logging):
     setup_logger(str(tmp_path))
+    logging.getLogger("dassl").info("first run")
     second = setup_logger(str(tmp_path))
-    assert os.path.basename(second).startswith("log.txt-")
+    assert second == str(tmp_path / "log.txt")  # log.txt is always the latest attempt's
     tagged = [h for h in logging.getLogger().handlers if getattr(h, "_dassl_setup_logger", False)]
     assert len(tagged) == 2  # one console + one file, not four
     logging.getLogger("dassl").info("second run")
-    assert "second run" in open(second).read()
-    assert "second run" not in (tmp_path / "log.txt").read_text()
+    (earlier,) = [p for p in tmp_path.iterdir() if p.name.startswith("log-")]
+    assert earlier.read_text() == "first run\n"
+    assert (tmp_path / "log.txt").read_text() == "second run\n"
 
 
 def test_setup_logger_on_other_ranks_writes_no_file(tmp_path, restore_logging, monkeypatch):

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import re
+from ast import literal_eval
 
 from yacs.config import CfgNode as CN
 
+from dassl.utils.errors import ConfigError
 from dassl.utils.tools import get_most_similar_str_to_a_from_b
 
 __all__ = ["ConfigError", "merge_from_file_checked", "merge_from_list_checked", "all_keys"]
@@ -14,10 +16,6 @@ _TYPE_MISMATCH = re.compile(
     r"Type mismatch \((.*?) vs\. (.*?)\) with values \((.*)\) for config key: (\S+)", re.S
 )
 _CLASS_NAME = re.compile(r"<class '(?:[\w.]*\.)?(\w+)'>")
-
-
-class ConfigError(ValueError):
-    """A config file or override that does not fit the schema."""
 
 
 def all_keys(cfg: CN, prefix: str = "") -> list[str]:
@@ -55,12 +53,48 @@ def _explain(err: Exception, cfg: CN, source: str) -> ConfigError:
     return ConfigError(f"Invalid config {source}: {text}")
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _floats_from_ints(loaded: CN, schema: CN) -> None:
+    """Turn ints into floats where the schema holds a float (``LR: 1`` means 1.0), in place."""
+    for key, value in loaded.items():
+        if key not in schema:
+            continue
+        if isinstance(value, CN) and isinstance(schema[key], CN):
+            _floats_from_ints(value, schema[key])
+        elif _is_int(value) and isinstance(schema[key], float):
+            loaded[key] = float(value)
+
+
+def _float_override(cfg: CN, key: str, value):
+    """``value`` as a float literal when ``key`` holds a float and ``value`` reads as an int, else unchanged."""
+    node = cfg
+    for part in key.split("."):
+        if not isinstance(node, CN) or part not in node:
+            return value
+        node = node[part]
+    if not isinstance(node, float):
+        return value
+    try:
+        decoded = literal_eval(value) if isinstance(value, str) else value
+    except (ValueError, SyntaxError):
+        return value
+    return repr(float(decoded)) if _is_int(decoded) else value
+
+
 def merge_from_file_checked(cfg: CN, path: str) -> None:
     """``cfg.merge_from_file(path)`` with a one-line error naming the key and the file."""
     try:
-        cfg.merge_from_file(path)
+        with open(path) as f:
+            loaded = cfg.load_cfg(f)
+        _floats_from_ints(loaded, cfg)
+        cfg.merge_from_other_cfg(loaded)
     except FileNotFoundError as err:
         raise ConfigError(f'Config file not found: "{path}"') from err
+    except OSError as err:  # a folder, no permission
+        raise ConfigError(f'Cannot read config file "{path}": {err}') from err
     except (KeyError, AssertionError, ValueError) as err:
         raise _explain(err, cfg, f'in file "{path}"') from err
     except (AttributeError, TypeError) as err:  # valid YAML that is not a mapping of keys
@@ -75,7 +109,9 @@ def merge_from_list_checked(cfg: CN, opts: list) -> None:
     """``cfg.merge_from_list(opts)`` with a one-line error naming the key and "command line"."""
     if len(opts) % 2 != 0:
         raise ConfigError(f"Overrides on the command line must be KEY VALUE pairs; got an odd list: {opts}")
+    keys, values = opts[0::2], opts[1::2]
+    pairs = [item for key, value in zip(keys, values) for item in (key, _float_override(cfg, key, value))]
     try:
-        cfg.merge_from_list(opts)
+        cfg.merge_from_list(pairs)
     except (KeyError, AssertionError, ValueError) as err:
         raise _explain(err, cfg, "on the command line") from err

@@ -133,6 +133,11 @@ _C.TRAIN.PRINT_FREQ = 10
 _C.TRAIN.COUNT_ITER = "train_x"  # train_x | train_u | smaller_one
 # Off: a non-finite loss stops the run. On: the step is skipped and counted.
 _C.TRAIN.SKIP_NONFINITE = False
+# With SKIP_NONFINITE: stop when more steps than this in a row are skipped (0: no limit). An epoch
+# whose every step was skipped always stops the run.
+_C.TRAIN.MAX_CONSECUTIVE_SKIPS = 5
+# Resume a folder that holds checkpoints but no config.yaml (upstream Dassl writes none) unchecked.
+_C.TRAIN.RESUME_UNCHECKED = False
 
 ###########################
 # Test

@@ -17,6 +17,7 @@ from dassl.data.datasets import build_dataset
 from dassl.data.samplers import GlobalBatchSampler, ShardSampler, build_sampler
 from dassl.data.transforms import INTERPOLATION_MODES, build_transform, to_tensor
 from dassl.utils.distributed import get_rank, get_world_size, is_distributed
+from dassl.utils.errors import UserError
 from dassl.utils.tools import read_image
 
 __all__ = [
@@ -35,8 +36,19 @@ _IMAGE_ERRORS = (OSError, UnidentifiedImageError, SyntaxError, ValueError, Image
 _WRAPPERS: weakref.WeakSet = weakref.WeakSet()
 
 
-class BadImageError(RuntimeError):
+class BadImageError(UserError, RuntimeError):
     """An image file that cannot be decoded."""
+
+
+# How to go on from a bad image: training may skip it; evaluation never substitutes one.
+_TRAIN_HINT = (
+    "set DATALOADER.SKIP_BAD_IMAGES True to skip such files in training, or find every bad image "
+    "before a run with `python tools/check_data.py --decode`"
+)
+_EVAL_HINT = (
+    "evaluation never skips an image (a substitute would bias the accuracy): replace the file, and find "
+    "every bad image before a run with `python tools/check_data.py --decode`"
+)
 
 
 def bad_image_count() -> int:
@@ -111,7 +123,10 @@ class DatasetWrapper(TorchDataset):
     def _read_or_substitute(self, idx: int) -> tuple[int, Image.Image]:
         """The image at ``idx``, or with SKIP_BAD_IMAGES the next readable sample after it."""
         if not self.skip_bad_images:
-            return idx, self._read(idx)
+            try:
+                return idx, self._read(idx)
+            except BadImageError as err:
+                raise BadImageError(f"{err}; {_TRAIN_HINT if self.is_train else _EVAL_HINT}") from err
         n = len(self.data_source)
         for offset in range(n):
             candidate = (idx + offset) % n

@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from torch.utils.data import RandomSampler, Sampler, SequentialSampler
 
+from dassl.utils.errors import ConfigError
+
 __all__ = [
     "AVAILABLE_SAMPLERS",
     "RandomDomainSampler",
@@ -229,4 +231,4 @@ def build_sampler(
         return SeqDomainSampler(data_source, batch_size)
     if sampler_type == "RandomClassSampler":
         return RandomClassSampler(data_source, batch_size, n_ins)
-    raise ValueError(f'Unknown sampler type "{sampler_type}"; valid choices: {AVAILABLE_SAMPLERS}')
+    raise ConfigError(f'Unknown sampler type "{sampler_type}"; valid choices: {AVAILABLE_SAMPLERS}')

@@ -1,14 +1,16 @@
 """The rolling ``last`` checkpoint: everything needed to continue a run exactly where it stopped.
 
 It holds every registered model, optimizer and scheduler, the epoch and step reached, the best
-result, the RNG states of python, numpy, torch (and the sampler), and a hash of the config so
-that a run never resumes from a folder trained with a different config.
+result, the RNG states of python, numpy, torch (and the sampler), the config, and a fingerprint
+of the data (class names, split sizes). A run never resumes from a folder trained with another
+config (compared with the folder's ``config.yaml`` whatever checkpoint is resumed) or other data.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
+import os
 import os.path as osp
 import random
 from collections.abc import Iterable
@@ -18,22 +20,30 @@ import numpy as np
 import torch
 
 from dassl.config import run_local_keys
+from dassl.utils.errors import UserError
 
 __all__ = [
     "LAST_CHECKPOINT",
+    "CONFIG_RECORD",
     "RUN_LOCAL_KEYS",
     "ConfigMismatchError",
+    "DataMismatchError",
     "capture_rng_state",
     "restore_rng_state",
     "loader_samplers",
     "config_fingerprint",
     "check_same_config",
+    "data_fingerprint",
+    "check_same_data",
     "last_checkpoint_path",
+    "holds_checkpoints",
 ]
 
 logger = logging.getLogger(__name__)
 
 LAST_CHECKPOINT = "last.pth.tar"
+CONFIG_RECORD = "config.yaml"  # the config of the run that wrote the folder's checkpoints
+POINTER_FILE = "checkpoint"  # Dassl's <folder>/<model>/checkpoint: names the latest model file
 
 # Config keys (or key prefixes) that do not change what is learned: where files go, how much is
 # printed, how data are loaded or how evaluation runs. Changing them never blocks a resume.
@@ -49,18 +59,33 @@ RUN_LOCAL_KEYS = (
     "TRAIN.PRINT_FREQ",
     "TRAIN.CHECKPOINT_FREQ",
     "TRAIN.SKIP_NONFINITE",
+    "TRAIN.MAX_CONSECUTIVE_SKIPS",
+    "TRAIN.RESUME_UNCHECKED",
     "TEST",
 )
 # Under TEST, these change what a run saves and deploys (model-best or not), so they do block a resume.
 LEARNED_TEST_KEYS = ("TEST.FINAL_MODEL", "TEST.NO_TEST")
 
 
-class ConfigMismatchError(RuntimeError):
-    """The output folder holds a run made with a different config."""
+class ConfigMismatchError(UserError, RuntimeError):
+    """The output folder holds a run made with a different config (or one that cannot be checked)."""
+
+
+class DataMismatchError(UserError, RuntimeError):
+    """The output folder holds a run trained on other data (class names or split sizes)."""
 
 
 def last_checkpoint_path(directory: str) -> str:
     return osp.join(directory, LAST_CHECKPOINT)
+
+
+def holds_checkpoints(directory: str) -> bool:
+    """Whether ``directory`` holds anything a training run would resume from."""
+    if osp.isfile(last_checkpoint_path(directory)):
+        return True
+    if not osp.isdir(directory):
+        return False
+    return any(osp.isfile(osp.join(entry.path, POINTER_FILE)) for entry in os.scandir(directory) if entry.is_dir())
 
 
 def loader_samplers(loader) -> list:
@@ -142,20 +167,64 @@ def config_fingerprint(cfg: dict) -> tuple[str, dict[str, Any]]:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16], flat
 
 
-def check_same_config(saved: dict, current_hash: str, current_flat: dict, path: str) -> None:
-    """Raise ConfigMismatchError naming the differing keys when ``saved`` came from another config."""
-    saved_hash = saved.get("config_hash")
-    if saved_hash is None or saved_hash == current_hash:
+def _differences(saved: dict, current: dict, defaults: dict) -> list[str]:
+    """``key: old -> new`` for each key of ``current`` whose value differs in ``saved``.
+
+    A key ``saved`` lacks was added since that run was made: it held its default there. A key only
+    ``saved`` has is one this code no longer reads, so it cannot change what is learned.
+    """
+    missing = "<absent>"
+    diffs = []
+    for k in sorted(current):
+        old = saved.get(k, defaults.get(k, missing))
+        if old != current[k]:
+            diffs.append(f"{k}: {old!r} -> {current[k]!r}")
+    return diffs
+
+
+def _shown(diffs: list[str]) -> str:
+    return "; ".join(diffs[:10]) + (f"; and {len(diffs) - 10} more" if len(diffs) > 10 else "")
+
+
+def check_same_config(saved_flat: dict, current_flat: dict, path: str, defaults_flat: dict | None = None) -> None:
+    """Raise ConfigMismatchError naming the differing keys when the run recorded at ``path`` had another config.
+
+    Both are flat dicts from ``config_fingerprint``; ``defaults_flat`` fills keys one side lacks.
+    """
+    diffs = _differences(saved_flat, current_flat, defaults_flat or {})
+    if diffs:
+        raise ConfigMismatchError(
+            f'Refusing to resume: "{path}" records a run made with a different config ({_shown(diffs)}). '
+            "Use another --output-dir, or delete that folder to start over."
+        )
+
+
+def data_fingerprint(classnames: list[str], split_sizes: dict[str, int]) -> dict[str, Any]:
+    """What a resumed run must find again: the class names in label order and the size of each split."""
+    return {"classnames": list(classnames), "split_sizes": dict(split_sizes)}
+
+
+def check_same_data(saved: dict | None, current: dict | None, path: str) -> None:
+    """Raise DataMismatchError when the run saved at ``path`` was trained on other data."""
+    if saved is None or current is None:  # saved before fingerprints existed, or a trainer without a DataManager
         return
-    saved_flat = saved.get("config") or {}
-    keys = sorted(set(saved_flat) | set(current_flat))
-    diffs = [
-        f"{k}: {saved_flat.get(k, '<absent>')!r} -> {current_flat.get(k, '<absent>')!r}"
-        for k in keys
-        if saved_flat.get(k, "<absent>") != current_flat.get(k, "<absent>")
+    diffs = []
+    old_names, new_names = saved["classnames"], current["classnames"]
+    if old_names != new_names:
+        if len(old_names) != len(new_names):
+            diffs.append(f"{len(old_names)} classes -> {len(new_names)}")
+        else:
+            i = next(i for i, (a, b) in enumerate(zip(old_names, new_names)) if a != b)
+            n = sum(a != b for a, b in zip(old_names, new_names))
+            diffs.append(f"class {i} {old_names[i]!r} -> {new_names[i]!r} ({n} class name(s) differ)")
+    old_sizes = saved["split_sizes"]
+    diffs += [
+        f"{split}: {old_sizes.get(split)} -> {n} images"
+        for split, n in current["split_sizes"].items()
+        if old_sizes.get(split) != n
     ]
-    shown = "; ".join(diffs[:10]) + (f"; and {len(diffs) - 10} more" if len(diffs) > 10 else "")
-    raise ConfigMismatchError(
-        f'Refusing to resume: "{path}" holds a run made with a different config ({shown}). '
-        "Use another --output-dir, or delete that folder to start over."
-    )
+    if diffs:
+        raise DataMismatchError(
+            f'Refusing to resume: "{path}" was trained on other data ({"; ".join(diffs)}). '
+            "Check DATASET.ROOT, or use another --output-dir."
+        )

@@ -2,10 +2,12 @@
 
 Additions over upstream (docs/INTERNALS.md): named-loss trainers (``forward_train``), an
 ``inference`` hook, precision handling, torch.distributed, a rolling ``last`` checkpoint with
-exact resume, graceful SIGINT/SIGTERM, and a non-finite loss check that names epoch and step.
+exact resume (refused when the config or the data changed), graceful SIGINT/SIGTERM, and a
+non-finite loss check that names epoch and step.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import os.path as osp
@@ -16,14 +18,20 @@ import numpy as np
 import torch
 import torch.nn as nn
 from tqdm import tqdm
+from yacs.config import CfgNode
 
+from dassl.config import get_cfg_default
 from dassl.data import DataManager
 from dassl.data.data_manager import bad_image_count, reset_bad_image_count
 from dassl.evaluation import build_evaluator
 from dassl.utils import (
     AverageMeter,
+    ConfigError,
+    DiskFullError,
     MetricMeter,
+    NonFiniteError,
     atomic_torch_save,
+    atomic_write_text,
     load_checkpoint,
     mkdir_if_missing,
     resume_from_checkpoint,
@@ -42,9 +50,14 @@ from .distributed import (
 from .interrupt import StopRequest, TrainingInterrupted
 from .precision import autocast_context, build_grad_scaler, requested_precision, resolve_precision
 from .run_state import (
+    CONFIG_RECORD,
+    ConfigMismatchError,
     capture_rng_state,
     check_same_config,
+    check_same_data,
     config_fingerprint,
+    data_fingerprint,
+    holds_checkpoints,
     last_checkpoint_path,
     loader_samplers,
     restore_rng_state,
@@ -55,6 +68,17 @@ __all__ = ["TrainerBase", "SimpleTrainer", "TrainerX"]
 logger = logging.getLogger(__name__)
 
 FINAL_MODEL_CHOICES = ("last_step", "best_val")
+
+
+def _progress_disabled() -> bool | None:
+    """tqdm's ``disable``: no bar off rank 0, nor (None) when stderr is not a terminal, so a log file
+    gets the per-step lines alone, never bars interleaved with them."""
+    return None if is_main_process() else True
+
+
+def _default_flat() -> dict:
+    """The default config as flat keys: the value a key had in a run recorded before the key existed."""
+    return config_fingerprint(get_cfg_default())[1]
 
 
 class TrainerBase:
@@ -77,6 +101,10 @@ class TrainerBase:
         self._models[name] = model
         self._optims[name] = optim
         self._scheds[name] = sched
+
+    def has_learned_modules(self) -> bool:
+        """Whether any registered model has an optimizer, i.e. training changes what is evaluated."""
+        return any(optim is not None for optim in self._optims.values())
 
     def get_model_names(self, names=None) -> list[str]:
         names_real = list(self._models.keys())
@@ -170,7 +198,7 @@ class TrainerBase:
                     f" (epoch {self.epoch + 1}/{self.max_epoch}, "
                     f"batch {self.batch_idx + 1}/{self.num_batches}, loss {loss.detach().tolist()})"
                 )
-            raise FloatingPointError(f"Loss is infinite or NaN!{where}")
+            raise NonFiniteError(f"Loss is infinite or NaN!{where}")
 
     def init_writer(self, log_dir: str) -> None:
         if self.__dict__.get("_writer") is not None:
@@ -285,6 +313,9 @@ class SimpleTrainer(TrainerBase):
         self._epoch_start_rng = None
         self._engine_stepped = False  # True once the named-loss path ran this epoch
         self.nonfinite_skipped = 0
+        self._consecutive_skips = 0  # steps in a row skipped for a non-finite loss
+        self._epoch_skips = 0
+        self._saved_epochs = None  # epochs done in the last run state saved (or resumed from)
 
     @staticmethod
     def _select_device(cfg) -> torch.device:
@@ -332,9 +363,9 @@ class SimpleTrainer(TrainerBase):
     def _check_final_model(self) -> None:
         final_model = self.cfg.TEST.FINAL_MODEL
         if final_model not in FINAL_MODEL_CHOICES:
-            raise ValueError(f'TEST.FINAL_MODEL is "{final_model}"; choose one of {list(FINAL_MODEL_CHOICES)}')
+            raise ConfigError(f'TEST.FINAL_MODEL is "{final_model}"; choose one of {list(FINAL_MODEL_CHOICES)}')
         if final_model == "best_val" and not self.cfg.TEST.NO_TEST and self.val_loader is None:
-            raise ValueError(
+            raise ConfigError(
                 f'TEST.FINAL_MODEL "best_val" selects the model on the validation split, but dataset '
                 f'"{self.cfg.DATASET.NAME}" has none; use TEST.FINAL_MODEL "last_step" '
                 "(the test split is never used for model selection)"
@@ -365,16 +396,17 @@ class SimpleTrainer(TrainerBase):
         freq = self.cfg.TRAIN.CHECKPOINT_FREQ
         meet_checkpoint_freq = (self.epoch + 1) % freq == 0 if freq > 0 else False
 
-        if do_test and self.cfg.TEST.FINAL_MODEL == "best_val":
-            curr_result = self.test(split="val")
-            if curr_result > self.best_result:
-                self.best_result = curr_result
-                self.save_model(
-                    self.epoch, self.output_dir, val_result=curr_result, model_name="model-best.pth.tar"
-                )
-        if meet_checkpoint_freq or last_epoch:
-            self.save_model(self.epoch, self.output_dir)
-        self.save_run_state(epochs_done=self.epoch + 1)
+        with self._explain_disk_full():
+            if do_test and self.cfg.TEST.FINAL_MODEL == "best_val":
+                curr_result = self.test(split="val")
+                if curr_result > self.best_result:
+                    self.best_result = curr_result
+                    self.save_model(
+                        self.epoch, self.output_dir, val_result=curr_result, model_name="model-best.pth.tar"
+                    )
+            if meet_checkpoint_freq or last_epoch:
+                self.save_model(self.epoch, self.output_dir)
+            self.save_run_state(epochs_done=self.epoch + 1)
         if self._stop_requested():
             self._raise_interrupted(f"after epoch {self.epoch + 1}/{self.max_epoch}")
 
@@ -394,6 +426,28 @@ class SimpleTrainer(TrainerBase):
         self.close_writer()
 
     # ----- the rolling `last` checkpoint -----
+
+    @contextlib.contextmanager
+    def _explain_disk_full(self):
+        """Add to a full-disk error which checkpoint survived and how to go on."""
+        try:
+            yield
+        except DiskFullError as err:
+            last = last_checkpoint_path(self.output_dir)
+            if self._saved_epochs is not None and osp.isfile(last):
+                kept = f'the previous checkpoint "{last}" ({self._saved_epochs} epoch(s) done) is intact'
+            else:
+                kept = "no earlier checkpoint of this run exists"
+            raise DiskFullError(f"{err}; {kept}. Free some space and run the same command again.") from err
+
+    def current_data_fingerprint(self) -> dict | None:
+        """Class names and split sizes of the data this trainer was built on (None without a DataManager)."""
+        dataset = getattr(getattr(self, "dm", None), "dataset", None)
+        if dataset is None:
+            return None
+        classnames = [name for _, name in sorted(self.lab2cname.items())]
+        sizes = {split: len(getattr(dataset, split, None) or []) for split in ("train_x", "train_u", "val", "test")}
+        return data_fingerprint(classnames, sizes)
 
     def _samplers(self) -> list:
         return loader_samplers(self.train_loader_x) if self.train_loader_x is not None else []
@@ -424,16 +478,30 @@ class SimpleTrainer(TrainerBase):
             "epoch_start_rng": self._epoch_start_rng if steps_done else None,
             "config_hash": config_hash,
             "config": config_flat,
+            "data": self.current_data_fingerprint(),
         }
         atomic_torch_save(state, last_checkpoint_path(self.output_dir))
+        self._saved_epochs = epochs_done
 
     def resume_run_if_exist(self, directory: str) -> int:
-        """Resume from ``directory/last.pth.tar`` if present, else Dassl's per-model checkpoints."""
+        """Resume from ``directory/last.pth.tar`` if present, else Dassl's per-model checkpoints.
+
+        Anything resumed is first checked against ``directory/config.yaml``; a fresh start writes
+        ``OUTPUT_DIR/config.yaml``, the record later resumes are checked against.
+        """
+        if not holds_checkpoints(directory):
+            self._write_config_record()
+            return 0
+        self._check_config_record(directory)
+        if not holds_checkpoints(self.output_dir):  # resuming another folder's run (RESUME) into a new one
+            self._write_config_record()
         path = last_checkpoint_path(directory)
         if not osp.isfile(path):
             return self.resume_model_if_exist(directory)
         state = load_checkpoint(path)
-        check_same_config(state, *config_fingerprint(self.cfg), path=path)
+        if state.get("config") is not None:
+            check_same_config(state["config"], config_fingerprint(self.cfg)[1], path, _default_flat())
+        check_same_data(state.get("data"), self.current_data_fingerprint(), path)
         names = self.get_model_names()
         if sorted(state["models"]) != sorted(names):
             raise KeyError(f'"{path}" holds models {sorted(state["models"])}, but this trainer registers {names}')
@@ -449,6 +517,7 @@ class SimpleTrainer(TrainerBase):
         self.best_result = state["best_result"]
         self.nonfinite_skipped = state.get("nonfinite_skipped", 0)
         epoch, steps = state["epoch"], state["steps_done"]
+        self._saved_epochs = epoch
         if steps:
             self._resume_point = (epoch, steps, state["epoch_start_rng"], state["rng"])
             logger.info(f'Resuming from "{path}": epoch {epoch + 1}, after step {steps}')
@@ -456,6 +525,30 @@ class SimpleTrainer(TrainerBase):
             restore_rng_state(state["rng"], self._samplers())
             logger.info(f'Resuming from "{path}": {epoch} epoch(s) done')
         return epoch
+
+    def _write_config_record(self) -> None:
+        if is_main_process():
+            atomic_write_text(osp.join(self.output_dir, CONFIG_RECORD), self.cfg.dump())
+
+    def _check_config_record(self, directory: str) -> None:
+        """Refuse to resume ``directory`` unless its config.yaml matches this config in the keys that shape learning."""
+        record = osp.join(directory, CONFIG_RECORD)
+        if not osp.isfile(record):
+            if self.cfg.TRAIN.get("RESUME_UNCHECKED", False):
+                logger.warning(f'Resuming "{directory}" without a config check: it has no {CONFIG_RECORD} '
+                               "(TRAIN.RESUME_UNCHECKED True)")
+                return
+            raise ConfigMismatchError(
+                f'Refusing to resume: "{directory}" holds checkpoints but no {CONFIG_RECORD} to check this '
+                "config against (a folder written by upstream Dassl?). Set TRAIN.RESUME_UNCHECKED True to "
+                "resume it anyway, or use another --output-dir."
+            )
+        try:
+            with open(record) as f:
+                saved = CfgNode.load_cfg(f)
+        except Exception as err:  # noqa: BLE001 - any unreadable record means "cannot check"
+            raise ConfigMismatchError(f'Refusing to resume: cannot read "{record}" ({err})') from err
+        check_same_config(config_fingerprint(saved)[1], config_fingerprint(self.cfg)[1], record, _default_flat())
 
     # ----- stop requests and non-finite losses -----
 
@@ -483,7 +576,7 @@ class SimpleTrainer(TrainerBase):
             split = self.cfg.TEST.SPLIT
         if split == "val":
             if self.val_loader is None:
-                raise ValueError(
+                raise ConfigError(
                     f'Cannot evaluate on the val split: dataset "{self.cfg.DATASET.NAME}" has no validation data'
                 )
             data_loader = self.val_loader
@@ -493,14 +586,17 @@ class SimpleTrainer(TrainerBase):
         logger.info(f"Evaluate on the *{split}* set")
 
         # Under DDP the loader yields this rank's shard; the evaluator merges the shards.
-        for batch in tqdm(data_loader, desc=f"eval {split}", disable=not is_main_process(), leave=False):
+        for batch in tqdm(data_loader, desc=f"eval {split}", disable=_progress_disabled(), leave=False):
             input, label = self.parse_batch_test(batch)
             output = self.model_inference(input)
             self.evaluator.process(output, label)
         if is_distributed():
             self.evaluator.gather_from_ranks()
 
-        results = self.evaluator.evaluate()
+        try:
+            results = self.evaluator.evaluate()
+        except NonFiniteError as err:
+            raise NonFiniteError(f"Evaluation on the {split} split: {err}") from err
         for k, v in results.items():
             self.write_scalar(f"{split}/{k}", v, self.epoch)
         return list(results.values())[0]
@@ -559,6 +655,7 @@ class SimpleTrainer(TrainerBase):
             self.grad_scaler.update()
         else:
             self.model_update(names)
+        self._consecutive_skips = 0
         summary = {k: (v.item() if torch.is_tensor(v) else v) for k, v in terms.items()}
         if len(loss_keys) > 1 and "loss" not in summary:
             summary["loss"] = total.item()
@@ -572,14 +669,33 @@ class SimpleTrainer(TrainerBase):
         self.model_zero_grad()
         if self.cfg.TRAIN.get("SKIP_NONFINITE", False):
             self.nonfinite_skipped += 1
+            self._epoch_skips += 1
+            self._consecutive_skips += 1
+            limit = self.cfg.TRAIN.get("MAX_CONSECUTIVE_SKIPS", 0)
+            if 0 < limit < self._consecutive_skips:
+                raise NonFiniteError(
+                    f"Gave up: {self._consecutive_skips} steps in a row had a non-finite loss, more than "
+                    f"TRAIN.MAX_CONSECUTIVE_SKIPS ({limit}); the last at {where}: {shown}. "
+                    f"Training stopped; {self._checkpoint_note()}."
+                )
             logger.warning(f"Skipping a step with a non-finite loss at {where}: {shown}")
             return {}
-        last = last_checkpoint_path(self.output_dir)
-        kept = f'the last good checkpoint "{last}" is untouched' if osp.isfile(last) else "no checkpoint was written"
-        raise FloatingPointError(
-            f"Non-finite loss at {where}: {shown}. Training stopped; {kept}. "
+        raise NonFiniteError(
+            f"Non-finite loss at {where}: {shown}. Training stopped; {self._checkpoint_note()}. "
             "Set TRAIN.SKIP_NONFINITE True to skip such steps instead."
         )
+
+    def _checkpoint_note(self) -> str:
+        last = last_checkpoint_path(self.output_dir)
+        return f'the last good checkpoint "{last}" is untouched' if osp.isfile(last) else "no checkpoint was written"
+
+    def _check_epoch_not_all_skipped(self, steps_run: int) -> None:
+        """An epoch whose every step was skipped learned nothing: stop before it is saved or tested."""
+        if steps_run and self._epoch_skips == steps_run:
+            raise NonFiniteError(
+                f"Every step of epoch {self.epoch + 1}/{self.max_epoch} ({steps_run}) had a non-finite loss and "
+                f"was skipped (TRAIN.SKIP_NONFINITE); training stopped; {self._checkpoint_note()}."
+            )
 
 
 class TrainerX(SimpleTrainer):
@@ -592,6 +708,8 @@ class TrainerX(SimpleTrainer):
         data_time = AverageMeter()
         self.num_batches = len(self.train_loader_x)
         self._engine_stepped = False
+        self._epoch_skips = 0
+        steps_run = 0
         reset_bad_image_count()
         for sampler in self._samplers():
             if hasattr(sampler, "set_epoch"):
@@ -609,7 +727,7 @@ class TrainerX(SimpleTrainer):
             total=self.num_batches,
             initial=skip,
             desc=f"epoch {self.epoch + 1}/{self.max_epoch}",
-            disable=not is_main_process(),
+            disable=_progress_disabled(),
             leave=False,
         )
         end = time.time()
@@ -621,6 +739,7 @@ class TrainerX(SimpleTrainer):
                 continue
             data_time.update(time.time() - end)
             loss_summary = self.forward_backward(batch)
+            steps_run += 1
             batch_time.update(time.time() - end)
             losses.update(loss_summary)
             progress.update(1)
@@ -628,11 +747,13 @@ class TrainerX(SimpleTrainer):
             end = time.time()
             if self.batch_idx + 1 < self.num_batches and self._stop_requested():
                 progress.close()
-                self.save_run_state(epochs_done=self.epoch, steps_done=self.batch_idx + 1)
+                with self._explain_disk_full():
+                    self.save_run_state(epochs_done=self.epoch, steps_done=self.batch_idx + 1)
                 self._raise_interrupted(
                     f"at epoch {self.epoch + 1}/{self.max_epoch}, step {self.batch_idx + 1}/{self.num_batches}"
                 )
         progress.close()
+        self._check_epoch_not_all_skipped(steps_run)
         if self._engine_stepped:
             self.update_lr()  # named-loss trainers leave LR stepping to the engine, once per epoch
         self._log_skipped_images()

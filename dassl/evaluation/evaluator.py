@@ -8,6 +8,7 @@ from collections import OrderedDict, defaultdict
 import torch
 
 from dassl.utils.distributed import all_gather_objects, get_rank, is_distributed
+from dassl.utils.errors import NonFiniteError
 from dassl.utils.torchtools import atomic_torch_save
 
 from .build import EVALUATOR_REGISTRY
@@ -36,7 +37,11 @@ class EvaluatorBase:
 
 @EVALUATOR_REGISTRY.register()
 class Classification(EvaluatorBase):
-    """Accuracy, error, macro-F1, and optionally per-class accuracy and the confusion matrix."""
+    """Accuracy, error, macro-F1, and optionally per-class accuracy and the confusion matrix.
+
+    Images whose logits hold NaN or inf are counted, and ``evaluate`` refuses to report a result
+    when there is any: ``argmax`` of NaN logits picks class 0, which would pass for an accuracy.
+    """
 
     def __init__(self, cfg, lab2cname: dict | None = None, **kwargs):
         super().__init__(cfg)
@@ -46,10 +51,12 @@ class Classification(EvaluatorBase):
         self._per_class_res = defaultdict(list) if cfg.TEST.PER_CLASS_RESULT else None
         self._y_true: list[int] = []
         self._y_pred: list[int] = []
+        self._nonfinite = 0
 
     def reset(self) -> None:
         self._correct = 0
         self._total = 0
+        self._nonfinite = 0
         self._y_true = []
         self._y_pred = []
         if self._per_class_res is not None:
@@ -57,6 +64,7 @@ class Classification(EvaluatorBase):
 
     def process(self, mo: torch.Tensor, gt: torch.Tensor) -> None:
         """``mo`` logits ``[B, n_cls]``, ``gt`` labels ``[B]``."""
+        self._nonfinite += int((~torch.isfinite(mo).all(dim=1)).sum().item())
         pred = mo.max(1)[1]
         matches = pred.eq(gt).int()
         self._correct += int(matches.sum().item())
@@ -74,13 +82,14 @@ class Classification(EvaluatorBase):
         """
         if not is_distributed():
             return
-        gathered = all_gather_objects((self._y_true, self._y_pred))
-        y_true, y_pred = [], []
-        for part_true, part_pred in gathered:
+        gathered = all_gather_objects((self._y_true, self._y_pred, self._nonfinite))
+        y_true, y_pred, nonfinite = [], [], 0
+        for part_true, part_pred, part_nonfinite in gathered:
             y_true.extend(part_true)
             y_pred.extend(part_pred)
+            nonfinite += part_nonfinite
         self.reset()
-        self._y_true, self._y_pred = y_true, y_pred
+        self._y_true, self._y_pred, self._nonfinite = y_true, y_pred, nonfinite
         self._total = len(y_true)
         self._correct = sum(int(t == p) for t, p in zip(y_true, y_pred))
         if self._per_class_res is not None:
@@ -88,6 +97,11 @@ class Classification(EvaluatorBase):
                 self._per_class_res[t].append(int(t == p))
 
     def evaluate(self) -> OrderedDict:
+        if self._nonfinite:
+            raise NonFiniteError(
+                f"{self._nonfinite:,} of {self._total:,} images got non-finite logits (NaN or inf), so no "
+                "accuracy is reported: the model's or the backbone's weights hold NaN/inf, or the logits overflowed"
+            )
         results = OrderedDict()
         acc = 100.0 * self._correct / max(self._total, 1)
         err = 100.0 - acc

@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch.optim.lr_scheduler import CosineAnnealingLR, MultiStepLR, StepLR
 
+from dassl.utils.errors import ConfigError
+
 try:
     from torch.optim.lr_scheduler import LRScheduler
 except ImportError:  # torch < 2.0
@@ -99,10 +101,10 @@ def build_lr_scheduler(optimizer: torch.optim.Optimizer, optim_cfg) -> LRSchedul
     name = optim_cfg.LR_SCHEDULER
     max_epoch = optim_cfg.MAX_EPOCH
     if name not in AVAILABLE_LR_SCHEDULERS:
-        raise ValueError(f'Unknown OPTIM.LR_SCHEDULER "{name}"; valid choices: {AVAILABLE_LR_SCHEDULERS}')
+        raise ConfigError(f'Unknown OPTIM.LR_SCHEDULER "{name}"; valid choices: {AVAILABLE_LR_SCHEDULERS}')
     warmup = optim_cfg.WARMUP_EPOCH > 0
     if warmup and optim_cfg.WARMUP_TYPE not in AVAILABLE_WARMUP_TYPES:
-        raise ValueError(f'Unknown OPTIM.WARMUP_TYPE "{optim_cfg.WARMUP_TYPE}"; valid choices: {AVAILABLE_WARMUP_TYPES}')
+        raise ConfigError(f'Unknown OPTIM.WARMUP_TYPE "{optim_cfg.WARMUP_TYPE}"; valid choices: {AVAILABLE_WARMUP_TYPES}')
 
     if name == "single_step":
         scheduler = StepLR(optimizer, step_size=_single_step_size(optim_cfg.STEPSIZE, max_epoch), gamma=optim_cfg.GAMMA)

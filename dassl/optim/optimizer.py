@@ -7,6 +7,8 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from dassl.utils.errors import ConfigError
+
 __all__ = ["AVAILABLE_OPTIMIZERS", "build_optimizer"]
 
 logger = logging.getLogger(__name__)
@@ -38,7 +40,7 @@ def build_optimizer(model: nn.Module | Iterable, optim_cfg, param_groups: list |
     """
     name = optim_cfg.NAME
     if name not in AVAILABLE_OPTIMIZERS:
-        raise ValueError(f'Unknown optimizer OPTIM.NAME "{name}"; valid choices: {AVAILABLE_OPTIMIZERS}')
+        raise ConfigError(f'Unknown optimizer OPTIM.NAME "{name}"; valid choices: {AVAILABLE_OPTIMIZERS}')
     lr = optim_cfg.LR
     betas = (optim_cfg.ADAM_BETA1, optim_cfg.ADAM_BETA2)
 

@@ -10,11 +10,11 @@ from typing import IO
 
 from .tools import mkdir_if_missing
 
-__all__ = ["Logger", "setup_logger", "resolve_log_path"]
+__all__ = ["Logger", "setup_logger", "resolve_log_path", "write_to_log_file", "give_log_back_to_earlier_attempt"]
 
 # Marks handlers installed by setup_logger, so a second call removes exactly those.
 _HANDLER_TAG = "_dassl_setup_logger"
-_state: dict = {"file": None}
+_state: dict = {"file": None, "path": None, "earlier": None}
 
 
 class Logger:
@@ -55,11 +55,28 @@ class Logger:
 
 
 def resolve_log_path(output: str) -> str:
-    """``output`` ending in .txt/.log is the file; otherwise ``output/log.txt``; never overwrite one."""
+    """``output`` ending in .txt/.log is the file; otherwise ``output/log.txt``.
+
+    The file always receives the latest attempt: an earlier one found there is first renamed to
+    ``log-<time it was last written>.txt`` beside it (``-2``, ``-3``... on a clash), never overwritten.
+    """
     fpath = output if output.endswith((".txt", ".log")) else osp.join(output, "log.txt")
+    _state["earlier"] = None
     if osp.exists(fpath):
-        fpath += time.strftime("-%Y-%m-%d-%H-%M-%S")
+        _state["earlier"] = _previous_attempt_path(fpath)
+        os.replace(fpath, _state["earlier"])
     return fpath
+
+
+def _previous_attempt_path(fpath: str, when: float | None = None, tag: str = "") -> str:
+    stem, ext = osp.splitext(fpath)
+    stamp = time.strftime("%Y-%m-%d-%H-%M-%S", time.localtime(osp.getmtime(fpath) if when is None else when))
+    candidate = f"{stem}-{stamp}{tag}{ext}"
+    n = 2
+    while osp.exists(candidate):
+        candidate = f"{stem}-{stamp}{tag}-{n}{ext}"
+        n += 1
+    return candidate
 
 
 def _undo_previous_setup() -> None:
@@ -104,9 +121,34 @@ def setup_logger(output: str | None = None) -> str | None:
         return None
 
     fpath = resolve_log_path(output)
+    _state["path"] = fpath
     mkdir_if_missing(osp.dirname(fpath) or ".")
     log_file = open(fpath, "w", buffering=1)  # line-buffered: a killed run keeps its last lines
     _state["file"] = log_file
     root.addHandler(_tagged(logging.StreamHandler(log_file)))
     sys.stdout = Logger(console=console, stream=log_file)
     return fpath
+
+
+def write_to_log_file(text: str) -> None:
+    """Append ``text`` (a line) to the file ``setup_logger`` opened, without echoing it to the console."""
+    log_file = _state["file"]
+    if log_file is not None and not log_file.closed:
+        log_file.write(text.rstrip("\n") + "\n")
+        log_file.flush()
+
+
+def give_log_back_to_earlier_attempt(tag: str = "-refused") -> str | None:
+    """Undo the log rotation of the current ``setup_logger``: for an attempt refused before it changed anything.
+
+    The earlier attempt's log becomes ``log.txt`` again (what result parsers read); this attempt's
+    log, still being written, moves beside it as ``log-<now><tag>.txt``. Returns that path.
+    """
+    path, earlier = _state["path"], _state["earlier"]
+    if path is None or earlier is None or not osp.exists(earlier) or not osp.exists(path):
+        return None
+    refused = _previous_attempt_path(path, when=time.time(), tag=tag)
+    os.replace(path, refused)  # the open file follows its inode: later lines land in `refused`
+    os.replace(earlier, path)
+    _state["earlier"] = None
+    return refused

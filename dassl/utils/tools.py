@@ -16,6 +16,8 @@ import PIL
 import torch
 from PIL import Image
 
+from .errors import ConfigError
+
 __all__ = [
     "mkdir_if_missing",
     "check_isfile",
@@ -89,10 +91,27 @@ def read_image(path: str) -> Image.Image:
 
 
 def collect_env_info() -> str:
-    """torch's environment report plus the Pillow version."""
-    from torch.utils.collect_env import get_pretty_env_info
+    """Versions and devices that decide a run's numbers, without subprocesses (torch's collect_env
+    runs pip, conda, nvidia-smi and lscpu, seconds on a loaded machine)."""
+    import platform
+    import sys
 
-    return get_pretty_env_info() + f"\n        Pillow ({PIL.__version__})"
+    import torchvision
+
+    cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+    lines = [
+        f"Python: {sys.version.split()[0]} on {platform.platform()}",
+        f"PyTorch: {torch.__version__} (built with CUDA {torch.version.cuda}, cuDNN {cudnn})",
+        f"torchvision: {torchvision.__version__}",
+        f"Pillow: {PIL.__version__}",
+        f"numpy: {np.__version__}",
+        f"CPUs: {os.cpu_count()} (torch threads: {torch.get_num_threads()})",
+    ]
+    if torch.cuda.is_available():
+        lines += [f"GPU {i}: {torch.cuda.get_device_name(i)}" for i in range(torch.cuda.device_count())]
+    else:
+        lines.append("GPU: none available")
+    return "\n".join(lines)
 
 
 def listdir_nohidden(path: str, sort: bool = False) -> list[str]:
@@ -114,14 +133,14 @@ def get_most_similar_str_to_a_from_b(a: str, b: list[str]) -> str:
 
 
 def check_availability(requested: str, available: list[str], what: str = "") -> None:
-    """Raise ValueError listing ``available`` and the closest match when ``requested`` is missing."""
+    """Raise ConfigError (a ValueError) listing ``available`` and the closest match when ``requested`` is missing."""
     if requested in available:
         return
     where = f" in {what}" if what else ""
     hint = ""
     if available:
         hint = f'; did you mean "{get_most_similar_str_to_a_from_b(requested, available)}"?'
-    raise ValueError(f'"{requested}" is not available{where}. Available: {sorted(available)}{hint}')
+    raise ConfigError(f'"{requested}" is not available{where}. Available: {sorted(available)}{hint}')
 
 
 def tolist_if_not(x: Any) -> list:

@@ -5,9 +5,11 @@ so a run killed while saving leaves the previous file intact, never a torn one.
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import os.path as osp
+import re
 import tempfile
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -17,12 +19,14 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from .errors import DiskFullError
 from .tools import mkdir_if_missing
 
 __all__ = [
     "atomic_torch_save",
     "atomic_write_text",
     "atomic_write_bytes",
+    "remove_stale_temp_files",
     "save_checkpoint",
     "load_checkpoint",
     "resume_from_checkpoint",
@@ -37,20 +41,46 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
+# Hidden temp files of _atomic_write: ".<name>.<8 characters from mkstemp>.tmp".
+_TEMP_FILE = re.compile(r"^\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp$")
+_DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _is_disk_full(err: BaseException) -> bool:
+    # torch's own file writer reports a failed write as a RuntimeError without errno.
+    if isinstance(err, OSError):
+        return err.errno in _DISK_FULL_ERRNOS
+    return isinstance(err, RuntimeError) and "file write failed" in str(err)
+
+
 def _atomic_write(path: str, write_fn) -> None:
-    """Run ``write_fn(fileobj)`` on a temp file next to ``path``, fsync it, then rename over ``path``."""
+    """Run ``write_fn(fileobj)`` on a temp file next to ``path``, fsync it, then rename over ``path``.
+
+    The file gets the permissions a plain ``open`` would give (0666 minus the umask), not mkstemp's 0600.
+    A full disk raises DiskFullError naming ``path``; the file already at ``path`` is left as it was.
+    """
     folder = osp.dirname(osp.abspath(path))
     mkdir_if_missing(folder)
     fd, tmp_path = tempfile.mkstemp(prefix=f".{osp.basename(path)}.", suffix=".tmp", dir=folder)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             write_fn(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp_path, path)
-    except BaseException:
+    except BaseException as err:
         if osp.exists(tmp_path):
             os.remove(tmp_path)
+        if _is_disk_full(err):
+            kept = f'"{path}" is unchanged' if osp.exists(path) else "no file was replaced"
+            raise DiskFullError(f'No space left on device while writing "{path}"; {kept}') from err
         raise
     # Make the rename itself durable (POSIX); some filesystems refuse to open a folder.
     try:
@@ -63,6 +93,24 @@ def _atomic_write(path: str, write_fn) -> None:
         pass
     finally:
         os.close(dir_fd)
+
+
+def remove_stale_temp_files(folder: str, depth: int = 1) -> list[str]:
+    """Delete the temp files of interrupted atomic writes in ``folder`` (and ``depth`` levels below).
+
+    Call it only while no other process writes there (e.g. holding the folder's ``FolderLock``):
+    then every such file belongs to a writer that died. Returns the removed paths.
+    """
+    removed = []
+    if not osp.isdir(folder):
+        return removed
+    for entry in os.scandir(folder):
+        if entry.is_file(follow_symlinks=False) and _TEMP_FILE.match(entry.name):
+            os.remove(entry.path)
+            removed.append(entry.path)
+        elif depth > 0 and entry.is_dir(follow_symlinks=False):
+            removed.extend(remove_stale_temp_files(entry.path, depth - 1))
+    return removed
 
 
 def atomic_torch_save(obj: Any, path: str) -> None:

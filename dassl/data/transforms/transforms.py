@@ -9,6 +9,8 @@ import logging
 import torch
 from torchvision.transforms import AutoAugmentPolicy, InterpolationMode, v2
 
+from dassl.utils.errors import ConfigError
+
 from .ops import Cutout, GaussianNoise, InstanceNormalization, Random2DTranslation, RandomMagnitudeRandAugment
 
 __all__ = ["AVAILABLE_TRANSFORMS", "INTERPOLATION_MODES", "build_transform", "to_tensor"]
@@ -57,9 +59,9 @@ def to_tensor() -> v2.Compose:
 def _check_choices(cfg, choices) -> InterpolationMode:
     unknown = [c for c in choices if c not in AVAILABLE_TRANSFORMS]
     if unknown:
-        raise ValueError(f"Unknown transform(s) {unknown} in INPUT.TRANSFORMS; valid choices: {AVAILABLE_TRANSFORMS}")
+        raise ConfigError(f"Unknown transform(s) {unknown} in INPUT.TRANSFORMS; valid choices: {AVAILABLE_TRANSFORMS}")
     if cfg.INPUT.INTERPOLATION not in INTERPOLATION_MODES:
-        raise ValueError(
+        raise ConfigError(
             f'Unknown INPUT.INTERPOLATION "{cfg.INPUT.INTERPOLATION}"; valid choices: {list(INTERPOLATION_MODES)}'
         )
     return INTERPOLATION_MODES[cfg.INPUT.INTERPOLATION]
