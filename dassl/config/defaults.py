@@ -2,11 +2,24 @@
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable, Sequence
 
 from yacs.config import CfgNode as CN
 
-__all__ = ["get_cfg_default", "register_cfg_extension", "run_local_keys", "clean_cfg"]
+__all__ = ["get_cfg_default", "register_cfg_extension", "run_local_keys", "clean_cfg", "default_num_workers"]
+
+MAX_DEFAULT_WORKERS = 8  # the CoOp family's setting, enough to feed one GPU
+
+
+def default_num_workers() -> int:
+    """Half the CPUs this process may use, 1 to 8: the other half runs the training step's threads."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(MAX_DEFAULT_WORKERS, cores // 2))
+
 
 _C = CN()
 
@@ -63,7 +76,7 @@ _C.DATASET.ALL_AS_UNLABELED = False
 # Dataloader
 ###########################
 _C.DATALOADER = CN()
-_C.DATALOADER.NUM_WORKERS = 4
+_C.DATALOADER.NUM_WORKERS = default_num_workers()  # from this machine's cores
 _C.DATALOADER.K_TRANSFORMS = 1  # >1: each train image is transformed K times
 _C.DATALOADER.RETURN_IMG0 = False  # also return the resized, un-augmented image
 # Off: an unreadable image stops the run naming the file. On: warn once per file, use another sample.
