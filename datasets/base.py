@@ -102,9 +102,10 @@ class BenchmarkDataset(DatasetBase):
             under = f" (or, to rebuild it, {', '.join(self.raw_split_paths)})"
         return FileNotFoundError(f"{type(self).__name__}: missing {what} {path}{under}; {self.where_documented()}")
 
-    def content_error(self, source: str, detail: str) -> ValueError:
+    @classmethod
+    def content_error(cls, source: str, detail: str) -> ValueError:
         """One-line error for bad content in a data file, naming the file and the entry."""
-        return ValueError(f"{type(self).__name__}: {source}: {detail}; {self.where_documented()}")
+        return ValueError(f"{cls.__name__}: {source}: {detail}; {cls.where_documented()}")
 
     @classmethod
     def first_missing_layout_path(cls, dataset_dir: str) -> str | None:
@@ -193,16 +194,21 @@ class BenchmarkDataset(DatasetBase):
                     raise bad(f'entry {split}[{i}] "{rel}" has label {label}, outside the class range 0..{n_classes - 1}')
         return splits
 
-    def read_split(self, filepath: str, path_prefix: str) -> tuple[list[Datum], list[Datum], list[Datum]]:
+    # read_split, save_split and read_and_split_data are classmethods, so CoOp-fork dataset files that call
+    # them on a class (``OxfordPets.read_split(path, prefix)``, ``DTD.read_and_split_data(dir)``) work as is.
+
+    @classmethod
+    def read_split(cls, filepath: str, path_prefix: str) -> tuple[list[Datum], list[Datum], list[Datum]]:
         """CoOp's ``read_split``: Datums with paths joined to ``path_prefix``, checked in bulk."""
         logger.info(f"Reading split from {filepath}")
-        splits = self.parse_split_file(filepath)
+        splits = cls.parse_split_file(filepath)
         return tuple(
-            self.to_datums(((osp.join(path_prefix, rel), y, c) for rel, y, c in splits[s]), source=filepath)
+            cls.to_datums(((osp.join(path_prefix, rel), y, c) for rel, y, c in splits[s]), source=filepath)
             for s in SPLIT_NAMES
         )
 
-    def save_split(self, train, val, test, filepath: str, path_prefix: str) -> None:
+    @staticmethod
+    def save_split(train, val, test, filepath: str, path_prefix: str) -> None:
         """CoOp's ``save_split``: paths made relative to ``path_prefix``; written atomically."""
         def relative(items):
             out = []
@@ -216,17 +222,21 @@ class BenchmarkDataset(DatasetBase):
         atomic_write_bytes(text.encode(), filepath)
         logger.info(f"Saved split to {filepath}")
 
-    def require_files(self, paths: Iterable[str], source: str) -> None:
+    @classmethod
+    def require_files(cls, paths: Iterable[str], source: str) -> None:
         """Raise one error naming the first of ``paths`` (listed in ``source``) that does not exist."""
         missing, count = first_missing_file(paths)
         if missing is not None:
             more = f" (and {count - 1} more)" if count > 1 else ""
-            raise self.missing_error(missing, f"image listed in {source}{more}:")
+            raise FileNotFoundError(
+                f"{cls.__name__}: missing image listed in {source}{more}: {missing}; {cls.where_documented()}"
+            )
 
-    def to_datums(self, entries: Iterable[Entry], source: str) -> list[Datum]:
+    @classmethod
+    def to_datums(cls, entries: Iterable[Entry], source: str) -> list[Datum]:
         """Datums for (absolute path, label, classname) entries, checking every file exists in one pass."""
         entries = list(entries)
-        self.require_files((path for path, _, _ in entries), source)
+        cls.require_files((path for path, _, _ in entries), source)
         return [Datum.from_verified(impath=p, label=y, classname=c) for p, y, c in entries]
 
     def read_text_lines(self, path: str) -> list[tuple[int, str]]:
@@ -253,8 +263,9 @@ class BenchmarkDataset(DatasetBase):
             train.extend(trainval[i] for i in indices[n_val:])
         return train, val
 
+    @classmethod
     def read_and_split_data(
-        self,
+        cls,
         image_dir: str,
         p_trn: float = 0.5,
         p_val: float = 0.2,
@@ -272,7 +283,7 @@ class BenchmarkDataset(DatasetBase):
             random.shuffle(images)
             n_train, n_val = round(len(images) * p_trn), round(len(images) * p_val)
             if n_train < 1 or n_val < 1 or len(images) - n_train - n_val < 1:
-                raise self.content_error(category_dir, f"{len(images)} images are too few to split into train/val/test")
+                raise cls.content_error(category_dir, f"{len(images)} images are too few to split into train/val/test")
             classname = (new_cnames or {}).get(category, category)
             bounds = (0, n_train, n_train + n_val, len(images))
             for part, start, stop in zip(parts, bounds[:-1], bounds[1:]):

@@ -11,6 +11,7 @@ NEW_CLASSNAMES = {"airplanes": "airplane", "Faces": "face", "Leopards": "leopard
 class Caltech101(BenchmarkDataset):
     """101 object categories, 100 classes after dropping the background folder."""
 
+    template = "a photo of a {}."  # zero-shot prompt (CoOp's)
     dataset_dir = "caltech-101"
     short_name = "caltech101"
     image_dir = "101_ObjectCategories"

@@ -8,6 +8,7 @@ from .base import BenchmarkDataset
 class DescribableTextures(BenchmarkDataset):
     """47 texture categories."""
 
+    template = "{} texture."  # zero-shot prompt (CoOp's)
     dataset_dir = "dtd"
     short_name = "dtd"
     image_dir = "images"

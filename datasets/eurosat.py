@@ -22,6 +22,7 @@ NEW_CLASSNAMES = {
 class EuroSAT(BenchmarkDataset):
     """10 land-use classes of Sentinel-2 tiles."""
 
+    template = "a centered satellite photo of {}."  # zero-shot prompt (CoOp's)
     dataset_dir = "eurosat"
     short_name = "eurosat"
     image_dir = "2750"

@@ -13,6 +13,7 @@ SPLIT_FILES = {"train": "images_variant_train.txt", "val": "images_variant_val.t
 class FGVCAircraft(BenchmarkDataset):
     """100 aircraft variants; label = line index in ``variants.txt``."""
 
+    template = "a photo of a {}, a type of aircraft."  # zero-shot prompt (CoOp's)
     dataset_dir = "fgvc_aircraft"
     short_name = "fgvc_aircraft"
     image_dir = "images"

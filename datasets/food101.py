@@ -8,6 +8,7 @@ from .base import BenchmarkDataset
 class Food101(BenchmarkDataset):
     """101 food dishes."""
 
+    template = "a photo of {}, a type of food."  # zero-shot prompt (CoOp's)
     dataset_dir = "food-101"
     short_name = "food101"
     image_dir = "images"

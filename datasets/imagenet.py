@@ -57,6 +57,7 @@ class ImageNetFolders(BenchmarkDataset):
 class ImageNet(ImageNetFolders):
     """ImageNet-1k; the test set doubles as val, and the parsed lists are cached in ``preprocessed.pkl``."""
 
+    template = "a photo of a {}."  # zero-shot prompt (CoOp's)
     dataset_dir = "imagenet"
     short_name = "imagenet"
     image_dir = "images"

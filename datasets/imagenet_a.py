@@ -8,6 +8,7 @@ from .imagenet import ImageNetVariant
 class ImageNetA(ImageNetVariant):
     """Natural adversarial examples of a subset of the classes (labels 0..K-1 over its own folders)."""
 
+    template = "a photo of a {}."  # zero-shot prompt (CoOp's)
     dataset_dir = "imagenet-adversarial"
     short_name = "imagenet_a"
     image_dir = "imagenet-a"

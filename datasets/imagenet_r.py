@@ -8,6 +8,7 @@ from .imagenet import ImageNetVariant
 class ImageNetR(ImageNetVariant):
     """Renditions (art, cartoons, ...) of a subset of the classes (labels 0..K-1 over its own folders)."""
 
+    template = "a photo of a {}."  # zero-shot prompt (CoOp's)
     dataset_dir = "imagenet-rendition"
     short_name = "imagenet_r"
     image_dir = "imagenet-r"

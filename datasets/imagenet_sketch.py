@@ -8,6 +8,7 @@ from .imagenet import ImageNetVariant
 class ImageNetSketch(ImageNetVariant):
     """Sketches of the ImageNet classes; evaluation only."""
 
+    template = "a photo of a {}."  # zero-shot prompt (CoOp's)
     dataset_dir = "imagenet-sketch"
     short_name = "imagenet_sketch"
     image_dir = "images"

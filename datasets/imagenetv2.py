@@ -13,6 +13,7 @@ IMAGE_DIR = "imagenetv2-matched-frequency-format-val"
 class ImageNetV2(ImageNetVariant):
     """A new ImageNet test set; folder ``<i>`` holds label i, named by line i of ``classnames.txt``."""
 
+    template = "a photo of a {}."  # zero-shot prompt (CoOp's)
     dataset_dir = "imagenetv2"
     short_name = "imagenetv2"
     image_dir = IMAGE_DIR

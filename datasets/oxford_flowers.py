@@ -13,6 +13,7 @@ from .base import BenchmarkDataset
 class OxfordFlowers(BenchmarkDataset):
     """102 flower species."""
 
+    template = "a photo of a {}, a type of flower."  # zero-shot prompt (CoOp's)
     dataset_dir = "oxford_flowers"
     short_name = "oxford_flowers"
     image_dir = "jpg"

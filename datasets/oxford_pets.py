@@ -10,6 +10,7 @@ from .base import BenchmarkDataset
 class OxfordPets(BenchmarkDataset):
     """37 cat and dog breeds."""
 
+    template = "a photo of a {}, a type of pet."  # zero-shot prompt (CoOp's)
     dataset_dir = "oxford_pets"
     short_name = "oxford_pets"
     image_dir = "images"

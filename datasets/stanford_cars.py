@@ -10,6 +10,7 @@ from .base import BenchmarkDataset
 class StanfordCars(BenchmarkDataset):
     """196 car models; split paths are relative to the dataset folder itself."""
 
+    template = "a photo of a {}."  # zero-shot prompt (CoOp's)
     dataset_dir = "stanford_cars"
     short_name = "stanford_cars"
     image_dir = ""

@@ -10,6 +10,7 @@ from .base import BenchmarkDataset
 class SUN397(BenchmarkDataset):
     """397 scene categories."""
 
+    template = "a photo of a {}."  # zero-shot prompt (CoOp's)
     dataset_dir = "sun397"
     short_name = "sun397"
     image_dir = "SUN397"

@@ -11,6 +11,7 @@ from .base import BenchmarkDataset
 class UCF101(BenchmarkDataset):
     """101 human actions, one frame per video."""
 
+    template = "a photo of a person doing {}."  # zero-shot prompt (CoOp's)
     dataset_dir = "ucf101"
     short_name = "ucf101"
     image_dir = "UCF-101-midframes"

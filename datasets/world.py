@@ -42,6 +42,7 @@ class WorldDomain(BenchmarkDataset):
     """One rendering domain of the world; subclasses only name the domain."""
 
     domain = ""
+    template = "a photo of a {}."  # zero-shot prompt
     image_dir = "images"
     required_paths = ("images",)
 

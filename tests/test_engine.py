@@ -21,8 +21,7 @@ from PIL import Image
 
 from dassl.config import get_cfg_default
 from dassl.data.datasets import DATASET_REGISTRY, DatasetBase, Datum
-from dassl.engine import TRAINER_REGISTRY, TrainerX, build_trainer, resolve_precision
-from dassl.engine.precision import autocast_context, build_grad_scaler
+from dassl.engine import TRAINER_REGISTRY, TrainerX, build_trainer
 from dassl.optim import build_lr_scheduler, build_optimizer
 from dassl.utils import (
     atomic_torch_save,
@@ -359,22 +358,6 @@ def test_unknown_trainer_lists_the_registered_ones(toy_root, tmp_path):
     cfg = toy_cfg(toy_root, str(tmp_path), trainer="EngineToyTrainr")
     with pytest.raises(ValueError, match='did you mean "EngineToyTrainer"'):
         build_trainer(cfg)
-
-
-def test_resolve_precision(caplog):
-    caplog.set_level(logging.WARNING)
-    assert resolve_precision("fp32", "cpu") == "fp32"
-    assert resolve_precision("amp", "cpu") == "fp32"
-    assert resolve_precision("amp", "cpu") == "fp32"
-    assert caplog.text.count('"amp" is not supported on CPU') == 1  # warned once
-    assert resolve_precision("amp", "cuda") == "fp16"
-    assert resolve_precision("fp16", "cuda") == "fp16"
-    assert resolve_precision("bf16", "cuda") == "bf16"
-    with pytest.raises(ValueError, match="fp64"):
-        resolve_precision("fp64", "cpu")
-    assert build_grad_scaler("fp32", "cpu") is None
-    with autocast_context("bf16", "cpu"):
-        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
 
 
 def test_atomic_save_keeps_the_old_file_when_writing_fails(tmp_path, monkeypatch):

@@ -6,8 +6,9 @@ import torch
 import torch.nn.functional as F
 
 import clip
+from trainers.checkpoints import load_learned_state
+from trainers.class_prompts import ClassPrompts, init_context
 from trainers.gopro import GOProNet, GOProPromptLearner
-from trainers.prompting import ClassPrompts, init_context, load_learned_state
 
 CLASSNAMES = ["dog", "cat", "golden retriever", "sea_lion", "car"]
 B = 4
@@ -52,7 +53,7 @@ def test_only_learned_parameters_require_grad_and_clip_stays_frozen(vit):
     assert {id(p) for p in net.parameters() if p.requires_grad} == learned
     before = {k: v.clone() for k, v in vit.state_dict().items()}
     opt = torch.optim.SGD(net.prompt_learner.parameters(), lr=0.1)
-    total(net.training_losses(*make_batch(vit))).backward()
+    total(net.losses(*make_batch(vit))).backward()
     opt.step()
     assert all(torch.equal(before[k], v) for k, v in vit.state_dict().items())
     assert all(p.grad is None for p in vit.parameters())
@@ -60,7 +61,7 @@ def test_only_learned_parameters_require_grad_and_clip_stays_frozen(vit):
 
 def test_gradients_reach_every_learned_part(vit):
     net = make_net(vit)
-    total(net.training_losses(*make_batch(vit))).backward()
+    total(net.losses(*make_batch(vit))).backward()
     learner = net.prompt_learner
     parts = {
         "ctx": learner.ctx,
@@ -79,9 +80,9 @@ def test_gradients_reach_every_learned_part(vit):
 ])
 def test_each_loss_term_is_finite_and_follows_its_weight(vit, key, term):
     batch = make_batch(vit)
-    once = make_net(vit, **{key: 1.0}).training_losses(*batch)
-    twice = make_net(vit, **{key: 2.0}).training_losses(*batch)
-    off = make_net(vit, **{key: 0.0}).training_losses(*batch)
+    once = make_net(vit, **{key: 1.0}).losses(*batch)
+    twice = make_net(vit, **{key: 2.0}).losses(*batch)
+    off = make_net(vit, **{key: 0.0}).losses(*batch)
     assert torch.isfinite(once[term]) and once[term] > 0
     torch.testing.assert_close(twice[term], 2 * once[term])
     assert off[term] == 0
@@ -91,9 +92,9 @@ def test_each_loss_term_is_finite_and_follows_its_weight(vit, key, term):
 def test_consistency_is_zero_when_every_view_is_the_original(vit):
     images, labels = make_batch(vit)
     same = {k: images["img"].clone() for k in images}
-    losses = make_net(vit).training_losses(same, labels)
+    losses = make_net(vit).losses(same, labels)
     assert losses["loss_consistency"].abs() < 1e-10
-    assert make_net(vit).training_losses(images, labels)["loss_consistency"] > 1e-8
+    assert make_net(vit).losses(images, labels)["loss_consistency"] > 1e-8
 
 
 def test_loss_falls_on_a_fixed_batch(vit):
@@ -102,7 +103,7 @@ def test_loss_falls_on_a_fixed_batch(vit):
     batch = make_batch(vit, b=2)
     history = []
     for _ in range(20):
-        loss = total(net.training_losses(*batch))
+        loss = total(net.losses(*batch))
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -129,7 +130,7 @@ def test_a_step_runs_each_tower_once_and_evaluation_only_the_original_view(vit, 
     image_calls = Counter(monkeypatch, vit, "encode_image_with_layers")
     text_calls = Counter(monkeypatch, vit, "encode_prompts")
     images, labels = make_batch(vit)
-    net.training_losses(images, labels)
+    net.losses(images, labels)
     assert image_calls.sizes == [3 * B]
     assert text_calls.sizes == [3 * B * len(CLASSNAMES)]
 
@@ -146,8 +147,8 @@ def test_zero_weights_drop_the_views_they_alone_need(vit, monkeypatch):
     image_calls = Counter(monkeypatch, vit, "encode_image_with_layers")
     text_calls = Counter(monkeypatch, vit, "encode_prompts")
     images, labels = make_batch(vit)
-    make_net(vit, w_consistency=0.0).training_losses(images, labels)
-    make_net(vit, w_consistency=0.0, w_contrastive=0.0).training_losses({"img": images["img"]}, labels)
+    make_net(vit, w_consistency=0.0).losses(images, labels)
+    make_net(vit, w_consistency=0.0, w_contrastive=0.0).losses({"img": images["img"]}, labels)
     assert image_calls.sizes == [2 * B, B]
     assert text_calls.sizes == [B * len(CLASSNAMES)] * 2
 
@@ -157,7 +158,7 @@ def train_steps(clip_model, seed, steps=3):
     opt = torch.optim.SGD(net.prompt_learner.parameters(), lr=0.01)
     for step in range(steps):
         opt.zero_grad()
-        total(net.training_losses(*make_batch(clip_model, seed=step))).backward()
+        total(net.losses(*make_batch(clip_model, seed=step))).backward()
         opt.step()
     return net.prompt_learner.state_dict()
 
@@ -182,7 +183,7 @@ def test_checkpoint_round_trips_across_class_sets_and_is_small(vit, tiny_clip_pa
     from dassl.utils import save_checkpoint
 
     trained = make_net(vit, seed=0)
-    total(trained.training_losses(*make_batch(vit))).backward()
+    total(trained.losses(*make_batch(vit))).backward()
     torch.optim.SGD(trained.prompt_learner.parameters(), lr=0.1).step()
     save_checkpoint({"state_dict": trained.prompt_learner.state_dict(), "epoch": 1},
                     str(tmp_path / "prompt_learner"), model_name="model.pth.tar-1")
@@ -220,7 +221,7 @@ def test_per_layer_dims_follow_the_backbone(backbone, request):
     assert learner.rho[0].in_features == len(widths)
     assert learner.image_projector[0].in_features == clip_model.embed_dim
     assert learner.ctx.shape == (4, clip_model.text_width)
-    losses = net.training_losses(*make_batch(clip_model))
+    losses = net.losses(*make_batch(clip_model))
     assert all(torch.isfinite(v) for v in losses.values())
 
 
@@ -230,11 +231,11 @@ def test_view_specific_rho_changes_training_but_evaluation_uses_the_original_rho
     images, labels = make_batch(vit)
     assert len(net.prompt_learner.rho) == 3
     logits = net.logits(images["img"])
-    consistency = net.training_losses(images, labels)["loss_consistency"]
+    consistency = net.losses(images, labels)["loss_consistency"]
     with torch.no_grad():
         net.prompt_learner.rho[1].weight.add_(0.5)  # not the bias: LayerNorm removes a uniform shift
     torch.testing.assert_close(net.logits(images["img"]), logits)
-    assert not torch.isclose(net.training_losses(images, labels)["loss_consistency"], consistency)
+    assert not torch.isclose(net.losses(images, labels)["loss_consistency"], consistency)
 
 
 def test_projector_in_logits_makes_predictions_depend_on_the_image_projector(vit):
@@ -296,7 +297,7 @@ def test_fast_path_equals_a_straightforward_per_image_computation(backbone, requ
     uncut = ClassPrompts(clip_model, CLASSNAMES, net.prompt_learner.n_ctx, cut=False)
     assert net.class_prompts.tokens.shape[1] < uncut.tokens.shape[1] == clip_model.context_length
     images, labels = make_batch(clip_model)
-    fast = net.training_losses(images, labels)
+    fast = net.losses(images, labels)
 
     scale = clip_model.logit_scale.exp()
     with torch.no_grad():
@@ -339,11 +340,11 @@ def test_zero_init_shift_starts_at_the_hand_written_prompt_and_still_learns(vit,
 
     # Step 1: rho (the shift's last map) and ctx get gradient; after it moves, the projectors behind it do too.
     opt = torch.optim.SGD(learner.parameters(), lr=0.1)
-    total(net.training_losses(images, labels)).backward()
+    total(net.losses(images, labels)).backward()
     assert learner.rho[0].weight.grad.abs().sum() > 0 and learner.ctx.grad.abs().sum() > 0
     opt.step()
     opt.zero_grad()
-    total(net.training_losses(images, labels)).backward()
+    total(net.losses(images, labels)).backward()
     for name in ("style_projector", "content_projector"):
         for layer in getattr(learner, name):
             assert layer.weight.grad.abs().sum() > 0, name

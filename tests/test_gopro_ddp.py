@@ -4,8 +4,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 import clip
+from trainers.class_prompts import ClassPrompts, init_context
 from trainers.gopro import GOProNet, GOProPromptLearner
-from trainers.prompting import ClassPrompts, init_context
 
 CLASSNAMES = ["dog", "cat", "sea lion"]
 GLOBAL_BATCH = 4
@@ -25,7 +25,7 @@ def global_batch() -> tuple[dict, torch.Tensor]:
 
 
 def losses_and_grads(net: GOProNet, images: dict, labels: torch.Tensor) -> tuple[dict, dict]:
-    losses = net.training_losses(images, labels)
+    losses = net.losses(images, labels)
     sum(v for k, v in losses.items() if k.startswith("loss")).backward()
     grads = {n: p.grad.clone() for n, p in net.prompt_learner.named_parameters()}
     return {k: v.detach() for k, v in losses.items()}, grads

@@ -4,7 +4,8 @@ import torch
 
 from dassl.data.samplers import GlobalBatchSampler
 from dassl.engine.run_state import config_fingerprint
-from trainers.prompting import check_context_fits, cosine_logits
+from trainers.checks import check_context_fits
+from trainers.losses import cosine_logits
 
 
 def test_global_batch_must_divide_by_world_size_and_slices_are_equal():

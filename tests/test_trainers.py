@@ -10,16 +10,12 @@ import torch.nn.functional as F
 from PIL import Image
 
 import clip
+from trainers.checks import check_context_fits, check_input_size
+from trainers.class_prompts import ClassPrompts, init_context
 from trainers.cocoop import CoCoOpNet, CoCoOpPromptLearner
 from trainers.coop import CoOpNet, CoOpPromptLearner
 from trainers.losses import consistency_loss, simclr_loss
-from trainers.prompting import (
-    ClassPrompts,
-    check_context_fits,
-    check_input_size,
-    init_context,
-    zeroshot_template,
-)
+from trainers.templates import dataset_template
 from trainers.zsclip import ZeroshotClassifier
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -78,9 +74,23 @@ def test_config_checks_name_the_key(vit):
         ClassPrompts(vit, CLASSNAMES, 2, position="left")
 
 
-def test_zeroshot_templates_have_a_default():
-    assert zeroshot_template("EuroSAT") == "a centered satellite photo of {}."
-    assert zeroshot_template("SomethingNew") == "a photo of a {}."
+def test_every_registered_dataset_carries_its_template_and_one_without_is_told():
+    import datasets  # noqa: F401  (registers the loaders)
+    from dassl.data.datasets import DATASET_REGISTRY, DatasetBase
+
+    for name in DATASET_REGISTRY.registered_names():
+        cls = DATASET_REGISTRY.get(name)
+        if issubclass(cls, datasets.base.BenchmarkDataset):
+            assert "{}" in cls.template, name
+    assert dataset_template(DATASET_REGISTRY.get("EuroSAT").__new__(DATASET_REGISTRY.get("EuroSAT"))) == (
+        "a centered satellite photo of {}."
+    )
+
+    class ForkDataset(DatasetBase):
+        pass
+
+    with pytest.raises(ValueError, match=r"Dataset ForkDataset has no zero-shot template.*`template = "):
+        dataset_template(ForkDataset.__new__(ForkDataset))
 
 
 # ---- losses -------------------------------------------------------------------------------------------------
@@ -147,7 +157,7 @@ def test_cocoop_training_and_chunked_evaluation_compute_the_same_logits(vit):
     net = CoCoOpNet(vit, learner, ClassPrompts(vit, CLASSNAMES, 4), eval_chunk=2)
     images = torch.randn(3, 3, 32, 32)
     train_logits = net.training_logits(images)
-    torch.testing.assert_close(net(images), train_logits.detach(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(net.logits(images), train_logits.detach(), rtol=1e-5, atol=1e-5)
     F.cross_entropy(train_logits, torch.tensor([0, 1, 2])).backward()
     assert learner.ctx.grad.abs().sum() > 0 and learner.meta_net[-1].bias.grad.abs().sum() > 0
 
@@ -178,32 +188,78 @@ def read_log(directory):
         return f.read()
 
 
-@pytest.mark.parametrize("trainer", ["GOPro", "CoOp", "CoCoOp", "ZeroshotCLIP"])
+def registered_methods() -> list[str]:
+    """Every trainer the ``trainers`` package registers (test modules may register toys of their own)."""
+    import trainers  # noqa: F401  (registers every method)
+    from dassl.engine import TRAINER_REGISTRY
+
+    names = TRAINER_REGISTRY.registered_names()
+    return sorted(n for n in names if TRAINER_REGISTRY.get(n).__module__.startswith("trainers."))
+
+
+def tiny_config(trainer: str) -> str:
+    """``configs/trainers/<Name>/tiny.yaml``: by convention every registered method ships one for these tests."""
+    path = os.path.join(REPO, "configs", "trainers", trainer, "tiny.yaml")
+    assert os.path.isfile(path), (
+        f"trainer {trainer} is registered but has no {os.path.relpath(path, REPO)}; every method needs a tiny "
+        "config (the tiny CLIP's 32x32 input, a few steps) so that the registry-wide tests can run it"
+    )
+    return path
+
+
+@pytest.mark.parametrize("trainer", registered_methods())
 def test_trainer_runs_one_epoch_and_evaluates_through_train_py(trainer, tiny_clip_path, fake_data_root, tmp_path):
+    """Train on the base classes, evaluate; then evaluate that checkpoint on the new classes (another class set)."""
+    from dassl.engine import TRAINER_REGISTRY
+
+    eval_only = TRAINER_REGISTRY.get(trainer).EVAL_ONLY
     out, new = tmp_path / "out", tmp_path / "new"
     common = [
         "--root", fake_data_root, "--trainer", trainer, "--seed", "1",
         "--dataset-config-file", os.path.join(REPO, "configs", "datasets", "caltech101.yaml"),
-        "--config-file", os.path.join(REPO, "configs", "trainers", trainer, "tiny.yaml"),
+        "--config-file", tiny_config(trainer),
     ]
     opts = ["MODEL.BACKBONE.NAME", tiny_clip_path, "DATASET.NUM_SHOTS", "2"]
-    extra = ["--eval-only"] if trainer == "ZeroshotCLIP" else []
+    extra = ["--eval-only"] if eval_only else []
     runs = [common + extra + ["--output-dir", str(out)] + opts + ["DATASET.SUBSAMPLE_CLASSES", "base"]]
-    if trainer == "GOPro":  # the base-class model evaluates on the new classes (another class set)
+    if not eval_only:
         runs.append(common + ["--eval-only", "--model-dir", str(out), "--load-epoch", "1", "--output-dir", str(new)]
                     + opts + ["DATASET.SUBSAMPLE_CLASSES", "new"])
     result = run_train(*runs)
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     log = read_log(out)
     assert re.search(r"\* accuracy: \d+(\.\d)?%", log), log[-4000:]
-    if trainer == "ZeroshotCLIP":
+    assert "Precision: fp32 (PREC fp32)" in log  # tiny configs pin the bit-exact path
+    if eval_only:
         return
     assert "Finish training" in log
     checkpoint = out / "prompt_learner" / "model.pth.tar-1"
     assert checkpoint.is_file() and checkpoint.stat().st_size < 0.1 * os.path.getsize(tiny_clip_path)
-    if trainer == "GOPro":
-        log = read_log(new)
-        assert re.search(r"\* accuracy: \d+(\.\d)?%", log) and "Finish training" not in log, log[-4000:]
+    log = read_log(new)
+    assert re.search(r"\* accuracy: \d+(\.\d)?%", log) and "Finish training" not in log, log[-4000:]
+
+
+def test_a_registered_trainer_without_a_tiny_config_is_named():
+    with pytest.raises(AssertionError, match="trainer NoSuchMethod is registered but has no configs/trainers"):
+        tiny_config("NoSuchMethod")
+
+
+@pytest.mark.parametrize("trainer", registered_methods())
+def test_every_model_answers_to_losses_and_logits(trainer):
+    """The two names the engine and tools call, on every method's model class."""
+    from dassl.engine import TRAINER_REGISTRY
+    from trainers.base import PromptModel, PromptTrainer
+
+    cls = TRAINER_REGISTRY.get(trainer)
+    assert issubclass(cls, PromptTrainer) and cls.CFG_NODE, trainer
+    cfg = tiny_cfg(trainer)
+    assert cfg.TRAINER[cls.CFG_NODE].PREC in ("auto", "fp32", "fp16", "amp", "bf16")
+    model_classes = [c for c in vars(sys.modules[cls.__module__]).values()
+                     if isinstance(c, type) and issubclass(c, PromptModel) and c is not PromptModel]
+    assert model_classes, f"{cls.__module__} defines no PromptModel"
+    for model_cls in model_classes:
+        assert model_cls.logits is not PromptModel.logits, model_cls
+        assert cls.EVAL_ONLY or model_cls.losses is not PromptModel.losses, model_cls
 
 
 def test_cocoop_zero_init_meta_starts_at_the_hand_written_prompt_and_still_learns(vit):

@@ -3,8 +3,8 @@ import pytest
 import torch
 
 import clip
+from trainers.class_prompts import ClassPrompts, init_context
 from trainers.coop import CoOpNet, CoOpPromptLearner
-from trainers.prompting import ClassPrompts, init_context
 
 CLASSNAMES = ["dog", "cat", "sea lion"]
 

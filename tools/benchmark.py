@@ -58,7 +58,6 @@ from PIL import Image  # noqa: E402
 logger = logging.getLogger("benchmark")
 
 TRAINERS = ("GOPro", "CoOp", "CoCoOp")
-CONFIG_KEYS = {"GOPro": "GOPRO", "CoOp": "COOP", "CoCoOp": "COCOOP"}  # cfg.TRAINER.<key>
 RANDOM_BACKBONE = "random ViT-B/16"
 PHASES = ("train", "eval")
 DATASET_NAME = "DescribableTextures"  # the generated tree follows its CoOp layout
@@ -88,8 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--name-tokens", type=int, default=1, help="BPE tokens per generated class name")
     parser.add_argument("--phases", default="train,eval", help="comma-separated phases to run: train, eval")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (the engine picks which GPU)")
-    parser.add_argument("--precision", default=None, choices=("fp32", "fp16", "amp", "bf16"),
-                        help="TRAINER.<T>.PREC (default: fp32 on CPU, bf16 on CUDA; the CPU always runs fp32)")
+    parser.add_argument("--precision", default=None, choices=("auto", "fp32", "fp16", "amp", "bf16"),
+                        help="TRAINER.<T>.PREC (default: fp32 on CPU, bf16 on CUDA; auto = bf16 where fast)")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     parser.add_argument("--seed", type=int, default=0, help="seed for the random backbone, data and learner")
     parser.add_argument("--config-file", default="", help="trainer config file (default: "
@@ -107,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = build_parser().parse_args(argv)
     names = TRAINERS if "all" in args.trainer else tuple(args.trainer)
-    unknown = [n for n in names if n not in CONFIG_KEYS]
+    unknown = [n for n in names if n not in TRAINERS]
     if unknown:
         raise SystemExit(f"benchmark: unknown trainer(s) {unknown}; choose from {', '.join(TRAINERS)} or 'all'")
     args.trainer = list(names)
@@ -284,7 +283,9 @@ def build_cfg(args: argparse.Namespace, trainer_name: str, data_root: str, outpu
     config_file = args.config_file or str(REPO / "configs" / "trainers" / trainer_name / "vit_b16.yaml")
     merge_from_file_checked(cfg, config_file)
     cfg.TRAINER.NAME = trainer_name
-    cfg.TRAINER[CONFIG_KEYS[trainer_name]].PREC = args.precision
+    from dassl.engine import TRAINER_REGISTRY
+
+    cfg.TRAINER[TRAINER_REGISTRY.get(trainer_name).CFG_NODE].PREC = args.precision
     cfg.MODEL.BACKBONE.NAME = args.backbone or RANDOM_BACKBONE
     cfg.DATASET.NAME = DATASET_NAME
     cfg.DATASET.ROOT = data_root
@@ -345,19 +346,9 @@ class StepWork:
 
 
 def step_work(trainer, batch_size: int) -> StepWork:
-    """The necessary work of one step of ``trainer``, read from its model."""
-    from trainers.cocoop import CoCoOpNet
-    from trainers.coop import CoOpNet
-    from trainers.gopro import GOProNet
-
-    model = trainer.model
-    if isinstance(model, GOProNet):
-        return StepWork(tuple(model.image_views), True, len(model.text_views) * batch_size)
-    if isinstance(model, CoCoOpNet):
-        return StepWork(("img",), False, batch_size)
-    if isinstance(model, CoOpNet):
-        return StepWork(("img",), False, 1)
-    raise ValueError(f"benchmark: no step description for {type(model).__name__}")
+    """The necessary work of one step of ``trainer``, as its model describes it (``PromptModel.step_work``)."""
+    work = trainer.model.step_work(batch_size)
+    return StepWork(tuple(work["view_keys"]), work["with_layers"], work["instances"])
 
 
 def image_tower_fn(trainer, work: StepWork, batch: dict) -> Callable[[], object]:

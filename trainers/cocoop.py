@@ -12,24 +12,20 @@ from yacs.config import CfgNode as CN
 from dassl.config import register_cfg_extension
 from dassl.engine import TRAINER_REGISTRY
 
-from .prompting import (
-    ClassPrompts,
-    PromptTrainer,
-    check_context_fits,
-    classification_terms,
-    cosine_logits,
-    init_context,
-)
+from .base import PromptModel, PromptTrainer
+from .checks import check_context_fits
+from .class_prompts import ClassPrompts, init_context
+from .losses import classification_terms, cosine_logits
 
 logger = logging.getLogger(__name__)
 
 
-@register_cfg_extension
+@register_cfg_extension(run_local_keys=("TRAINER.COCOOP.TEXT_CHECKPOINTING", "TRAINER.COCOOP.EVAL_PROMPT_CHUNK"))
 def add_cocoop_config(cfg: CN) -> None:
     cfg.TRAINER.COCOOP = CN()
     cfg.TRAINER.COCOOP.N_CTX = 16
     cfg.TRAINER.COCOOP.CTX_INIT = ""
-    cfg.TRAINER.COCOOP.PREC = "bf16"  # fp32, fp16, amp, bf16; CPU runs fp32
+    cfg.TRAINER.COCOOP.PREC = "auto"  # auto (bf16 where fast, else fp32), fp32, fp16, amp, bf16
     cfg.TRAINER.COCOOP.TEXT_CHECKPOINTING = False  # recompute text activations in backward: memory for time
     cfg.TRAINER.COCOOP.EVAL_PROMPT_CHUNK = 1024  # (image, class) prompts per text-tower pass at evaluation
     # Off = the public code's init. On: the meta-net's last layer starts at zero, so the shift is 0 and
@@ -68,7 +64,7 @@ class CoCoOpPromptLearner(nn.Module):
         return self.ctx.unsqueeze(0) + self.meta_net(image_features).unsqueeze(1)
 
 
-class CoCoOpNet(nn.Module):
+class CoCoOpNet(PromptModel):
     """Instance-conditioned prompts around a frozen CLIP."""
 
     def __init__(self, clip_model, prompt_learner: CoCoOpPromptLearner, class_prompts: ClassPrompts, eval_chunk=1024):
@@ -95,8 +91,14 @@ class CoCoOpNet(nn.Module):
         text = self.class_prompts.instance_features(self.clip, self.prompt_learner.contexts(features))
         return cosine_logits(self.clip.logit_scale, features, text)
 
+    def losses(self, images: dict[str, Tensor], labels: Tensor) -> dict[str, Tensor]:
+        return classification_terms(self.training_logits(images["img"]), labels)
+
+    def step_work(self, batch_size: int) -> dict:
+        return {"view_keys": ("img",), "with_layers": False, "instances": batch_size}
+
     @torch.no_grad()
-    def forward(self, images: Tensor) -> Tensor:
+    def logits(self, images: Tensor) -> Tensor:
         """Evaluation logits [B, n_cls], prompts chunked so memory stays bounded."""
         features = self._image_features(images)
         contexts = self.prompt_learner.contexts(features)
@@ -112,7 +114,6 @@ class CoCoOp(PromptTrainer):
     CFG_NODE = "COCOOP"
 
     def check_cfg(self, cfg: CN) -> None:
-        super().check_cfg(cfg)
         if cfg.TRAINER.COCOOP.EVAL_PROMPT_CHUNK < 1:
             raise ValueError(f"TRAINER.COCOOP.EVAL_PROMPT_CHUNK is {cfg.TRAINER.COCOOP.EVAL_PROMPT_CHUNK}; must be >= 1")
 
@@ -120,8 +121,3 @@ class CoCoOp(PromptTrainer):
         clip_model = self.load_backbone()
         self.model = CoCoOpNet.from_config(self.cfg, clip_model, self.dm.dataset.classnames).to(self.device)
         self.register_learner(self.model.prompt_learner)
-
-    def forward_train(self, batch: dict) -> dict[str, Tensor]:
-        images = batch["img"].to(self.device, non_blocking=True)
-        labels = batch["label"].to(self.device, non_blocking=True)
-        return classification_terms(self.model.training_logits(images), labels)  # under the engine's autocast

@@ -12,14 +12,10 @@ from yacs.config import CfgNode as CN
 from dassl.config import register_cfg_extension
 from dassl.engine import TRAINER_REGISTRY
 
-from .prompting import (
-    ClassPrompts,
-    PromptTrainer,
-    check_context_fits,
-    classification_terms,
-    cosine_logits,
-    init_context,
-)
+from .base import PromptModel, PromptTrainer
+from .checks import check_context_fits
+from .class_prompts import ClassPrompts, init_context
+from .losses import classification_terms, cosine_logits
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +26,7 @@ def add_coop_config(cfg: CN) -> None:
     cfg.TRAINER.COOP.N_CTX = 16
     cfg.TRAINER.COOP.CSC = False  # class-specific context
     cfg.TRAINER.COOP.CTX_INIT = ""
-    cfg.TRAINER.COOP.PREC = "bf16"  # fp32, fp16, amp, bf16; CPU runs fp32
+    cfg.TRAINER.COOP.PREC = "auto"  # auto (bf16 where fast, else fp32), fp32, fp16, amp, bf16
     cfg.TRAINER.COOP.CLASS_TOKEN_POSITION = "end"  # end, middle, front
 
 
@@ -51,7 +47,7 @@ class CoOpPromptLearner(nn.Module):
         return self.ctx.shape[-2]
 
 
-class CoOpNet(nn.Module):
+class CoOpNet(PromptModel):
     """Logits of a frozen CLIP against the class prompts built from the learned context."""
 
     def __init__(self, clip_model, prompt_learner: CoOpPromptLearner, class_prompts: ClassPrompts):
@@ -69,7 +65,10 @@ class CoOpNet(nn.Module):
         prompts = ClassPrompts(clip_model, classnames, learner.n_ctx, position=c.CLASS_TOKEN_POSITION)
         return cls(clip_model, learner, prompts)
 
-    def forward(self, images: Tensor) -> Tensor:
+    def losses(self, images: dict[str, Tensor], labels: Tensor) -> dict[str, Tensor]:
+        return classification_terms(self.logits(images["img"]), labels)
+
+    def logits(self, images: Tensor) -> Tensor:
         """Class logits [B, n_cls]; all classes' prompts go through the text tower once."""
         with torch.no_grad():
             features = F.normalize(self.clip.encode_image(images).float(), dim=-1)
@@ -97,8 +96,3 @@ class CoOp(PromptTrainer):
         clip_model = self.load_backbone()
         self.model = CoOpNet.from_config(self.cfg, clip_model, self.dm.dataset.classnames).to(self.device)
         self.register_learner(self.model.prompt_learner)
-
-    def forward_train(self, batch: dict) -> dict[str, Tensor]:
-        images = batch["img"].to(self.device, non_blocking=True)
-        labels = batch["label"].to(self.device, non_blocking=True)
-        return classification_terms(self.model(images), labels)  # the engine runs this under autocast

@@ -15,17 +15,12 @@ from yacs.config import CfgNode as CN
 
 from dassl.config import register_cfg_extension
 from dassl.engine import TRAINER_REGISTRY
-from dassl.utils.distributed import all_gather_rows, get_rank, get_world_size
+from dassl.utils.distributed import get_world_size, global_batch_apply
 
-from .losses import consistency_loss, simclr_loss
-from .prompting import (
-    ClassPrompts,
-    PromptTrainer,
-    check_context_fits,
-    check_precision,
-    cosine_logits,
-    init_context,
-)
+from .base import PromptModel, PromptTrainer
+from .checks import check_context_fits
+from .class_prompts import ClassPrompts, init_context
+from .losses import consistency_loss, cosine_logits, simclr_loss
 from .views import VIEW_KEYS, build_view_transforms
 
 logger = logging.getLogger(__name__)
@@ -33,12 +28,12 @@ logger = logging.getLogger(__name__)
 STD_EPS = 2.3e-8  # inside the sqrt of the token variance, as the public code
 
 
-@register_cfg_extension
+@register_cfg_extension(run_local_keys=("TRAINER.GOPRO.TEXT_CHECKPOINTING", "TRAINER.GOPRO.EVAL_PROMPT_CHUNK"))
 def add_gopro_config(cfg: CN) -> None:
     cfg.TRAINER.GOPRO = CN()
     cfg.TRAINER.GOPRO.N_CTX = 4
     cfg.TRAINER.GOPRO.CTX_INIT = "a photo of a"  # n_ctx becomes its token count when set
-    cfg.TRAINER.GOPRO.PREC = "bf16"  # fp32, fp16, amp, bf16; CPU runs fp32
+    cfg.TRAINER.GOPRO.PREC = "auto"  # auto (bf16 where fast, else fp32), fp32, fp16, amp, bf16
     cfg.TRAINER.GOPRO.W_CE = 1.0
     cfg.TRAINER.GOPRO.W_CONSISTENCY = 1.0
     cfg.TRAINER.GOPRO.W_CONTRASTIVE = 0.1
@@ -124,7 +119,7 @@ class GOProPromptLearner(nn.Module):
         return self.ctx.unsqueeze(0) + shift.unsqueeze(1)
 
 
-class GOProNet(nn.Module):
+class GOProNet(PromptModel):
     """GOPro's losses and logits around a frozen CLIP; only ``prompt_learner`` is learned or saved."""
 
     def __init__(
@@ -189,7 +184,15 @@ class GOProNet(nn.Module):
             return F.normalize(projected, dim=-1)
         return image_features
 
-    def training_losses(self, images: dict[str, Tensor], labels: Tensor) -> dict[str, Tensor]:
+    def step_work(self, batch_size: int) -> dict:
+        return {"view_keys": self.image_views, "with_layers": True, "instances": len(self.text_views) * batch_size}
+
+    def project(self, features: Tensor) -> Tensor:
+        """Image projector output in fp32 outside autocast, so BatchNorm's statistics are fp32 as well."""
+        with torch.autocast(features.device.type, enabled=False):
+            return self.prompt_learner.image_projector(features.float())
+
+    def losses(self, images: dict[str, Tensor], labels: Tensor) -> dict[str, Tensor]:
         """Weighted loss terms and accuracy of one batch; ``images`` maps view keys to [B, 3, H, W]."""
         b = labels.shape[0]
         with torch.no_grad():  # one pass of the frozen image tower over every view the step needs
@@ -207,31 +210,28 @@ class GOProNet(nn.Module):
         # The projector sees the global batch on every rank (the features are frozen, so a plain gather):
         # its BatchNorm statistics and the SimCLR negatives are exactly those of one process.
         needs_projection = self.w_contrastive > 0 or self.projector_in_logits
-        projector = self.prompt_learner.image_projector
-        projected_all = projector(all_gather_rows(features[0])) if needs_projection else None
-        projected = projected_all[get_rank() * b : (get_rank() + 1) * b] if needs_projection else None
+        projected_all, projected = global_batch_apply(self.project, features[0]) if needs_projection else (None, None)
         image_features = self._logit_features(features[0], projected)
         logits = cosine_logits(self.clip.logit_scale, image_features, text[0])
 
         zero = logits.new_zeros(())
-        losses = {"loss_ce": self.w_ce * F.cross_entropy(logits, labels) if self.w_ce > 0 else zero}
-        losses["loss_consistency"] = (
+        terms = {"loss_ce": self.w_ce * F.cross_entropy(logits, labels) if self.w_ce > 0 else zero}
+        terms["loss_consistency"] = (
             self.w_consistency * consistency_loss(text[0], list(text[1:])) if self.w_consistency > 0 else zero
         )
-        losses["loss_contrastive"] = (
-            self.w_contrastive * simclr_loss(projected_all, projector(all_gather_rows(features[1])), self.temperature)
-            if self.w_contrastive > 0
-            else zero
-        )
-        losses["acc"] = (logits.argmax(dim=-1) == labels).float().mean().detach() * 100.0
-        return losses
+        terms["loss_contrastive"] = zero
+        if self.w_contrastive > 0:
+            projected_moco, _ = global_batch_apply(self.project, features[1])
+            terms["loss_contrastive"] = self.w_contrastive * simclr_loss(projected_all, projected_moco, self.temperature)
+        terms["acc"] = (logits.argmax(dim=-1) == labels).float().mean().detach() * 100.0
+        return terms
 
     @torch.no_grad()
     def logits(self, images: Tensor) -> Tensor:
         """Class logits [B, n_cls] of the original view, prompts chunked through the text tower."""
         features, layers = self.clip.encode_image_with_layers(images)
         features = F.normalize(features.float(), dim=-1)
-        projected = self.prompt_learner.image_projector(features) if self.projector_in_logits else None
+        projected = self.project(features) if self.projector_in_logits else None
         contexts = self.prompt_learner.contexts(self.prompt_learner.context_shift(layers, [0]))
         return self.class_prompts.instance_logits(
             self.clip, self._logit_features(features, projected), contexts, self.clip.logit_scale.exp(), self.eval_chunk
@@ -241,7 +241,6 @@ class GOProNet(nn.Module):
 def check_gopro_cfg(cfg: CN) -> None:
     """Validate TRAINER.GOPRO before anything is built."""
     g = cfg.TRAINER.GOPRO
-    check_precision(g.PREC, "TRAINER.GOPRO.PREC")
     weights = {"W_CE": g.W_CE, "W_CONSISTENCY": g.W_CONSISTENCY, "W_CONTRASTIVE": g.W_CONTRASTIVE}
     for key, value in weights.items():
         if value < 0:
@@ -280,11 +279,3 @@ class GOPro(PromptTrainer):
         learner = self.model.prompt_learner
         logger.info("GOPro learns %d parameters", sum(p.numel() for p in learner.parameters()))
         self.register_learner(learner)
-
-    def forward_train(self, batch: dict) -> dict[str, Tensor]:
-        labels = batch["label"].to(self.device, non_blocking=True)
-        images = {k: batch[k].to(self.device, non_blocking=True) for k in self.model.image_views}
-        return self.model.training_losses(images, labels)
-
-    def inference(self, images: Tensor) -> Tensor:
-        return self.model.logits(images)

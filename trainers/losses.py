@@ -1,4 +1,4 @@
-"""GOPro's extra losses: SimCLR (NT-Xent) between two image views and prompt consistency across views."""
+"""Logits and loss terms the methods share: fp32 cosine logits, cross-entropy, SimCLR, prompt consistency."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -7,7 +7,24 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["simclr_loss", "consistency_loss"]
+__all__ = ["cosine_logits", "classification_terms", "simclr_loss", "consistency_loss"]
+
+
+def cosine_logits(logit_scale: Tensor, image_features: Tensor, text_features: Tensor) -> Tensor:
+    """CLIP logits exp(logit_scale)·<f, t> in fp32 even under autocast (bf16 would round them to ~0.1).
+
+    ``text_features`` is [C, E] (shared by all images) or [B, C, E] (one set per image).
+    """
+    with torch.autocast(image_features.device.type, enabled=False):
+        f, t = image_features.float(), text_features.float()
+        similarity = f @ t.t() if t.dim() == 2 else torch.einsum("be,bce->bc", f, t)
+        return logit_scale.float().exp() * similarity
+
+
+def classification_terms(logits: Tensor, labels: Tensor) -> dict[str, Tensor]:
+    """Cross-entropy loss and batch accuracy (%) in the engine's named-loss form (fp32 whatever the autocast)."""
+    acc = (logits.argmax(dim=-1) == labels).float().mean().detach() * 100.0
+    return {"loss_ce": F.cross_entropy(logits.float(), labels), "acc": acc}
 
 
 def simclr_loss(z_a: Tensor, z_b: Tensor, temperature: float) -> Tensor:

@@ -1,11 +1,12 @@
 """Dassl's default config schema and the hook that lets packages extend it."""
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+from collections.abc import Callable, Sequence
 
 from yacs.config import CfgNode as CN
 
-__all__ = ["get_cfg_default", "register_cfg_extension", "clean_cfg"]
+__all__ = ["get_cfg_default", "register_cfg_extension", "run_local_keys", "clean_cfg"]
 
 _C = CN()
 
@@ -151,17 +152,30 @@ _C.TRAINER = CN()
 _C.TRAINER.NAME = ""
 
 _EXTENSIONS: list[Callable[[CN], None]] = []
+# Per extension (module, qualname): config keys it declares run-local (see ``run_local_keys``).
+_RUN_LOCAL: dict[tuple[str, str], tuple[str, ...]] = {}
 
 
-def register_cfg_extension(fn: Callable[[CN], None]) -> Callable[[CN], None]:
+def register_cfg_extension(fn: Callable[[CN], None] | None = None, *, run_local_keys: Sequence[str] = ()):
     """Decorator: ``fn(cfg)`` adds a package's defaults; every ``get_cfg_default()`` applies it.
 
+    ``run_local_keys`` names the keys it adds that never change what is learned (memory/speed trade-offs,
+    evaluation chunking), so changing them does not block a resume. Use bare (``@register_cfg_extension``)
+    or with keys (``@register_cfg_extension(run_local_keys=("TRAINER.X.EVAL_CHUNK",))``).
     Re-registering a function with the same module and name (e.g. a re-imported module) replaces it.
     """
+    if fn is None:
+        return functools.partial(register_cfg_extension, run_local_keys=run_local_keys)
     key = (fn.__module__, fn.__qualname__)
     _EXTENSIONS[:] = [f for f in _EXTENSIONS if (f.__module__, f.__qualname__) != key]
     _EXTENSIONS.append(fn)
+    _RUN_LOCAL[key] = tuple(run_local_keys)
     return fn
+
+
+def run_local_keys() -> tuple[str, ...]:
+    """Every key (or key prefix) the registered extensions declared run-local, in registration order."""
+    return tuple(k for keys in _RUN_LOCAL.values() for k in keys)
 
 
 def get_cfg_default() -> CN:

@@ -1,37 +1,105 @@
-"""Mixed precision: which precision a device can run, and the matching autocast context."""
+"""Mixed precision, decided once per run: the valid ``PREC`` values, what a device runs, and autocast.
+
+``auto`` (every trainer's default) picks bf16 autocast where the device does it fast (a CUDA GPU with
+bf16; a CPU whose flags show AMX or AVX-512 bf16) and fp32 elsewhere. ``fp32`` is the bit-exact reference.
+"""
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 
 import torch
 
-__all__ = ["PRECISIONS", "resolve_precision", "autocast_context", "build_grad_scaler"]
+__all__ = [
+    "PRECISIONS",
+    "FAST_BF16_CPU_FLAGS",
+    "check_precision",
+    "choose_precision",
+    "resolve_precision",
+    "requested_precision",
+    "cpu_flags",
+    "autocast_context",
+    "build_grad_scaler",
+]
 
 logger = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "fp16", "amp", "bf16")
-# (requested, device type) pairs already warned about, so a run warns once, not per call.
-_warned: set[tuple[str, str]] = set()
+PRECISIONS = ("auto", "fp32", "fp16", "amp", "bf16")
+# CPU feature flags (as /proc/cpuinfo names them) under which bf16 matrix products beat fp32.
+FAST_BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
+CPUINFO = "/proc/cpuinfo"
+
+
+def check_precision(prec: str, key: str = "PREC") -> str:
+    """``prec`` if it is a valid PREC value, else a one-line error naming ``key`` and the choices."""
+    if prec not in PRECISIONS:
+        raise ValueError(f"{key} is {prec!r}; valid values: {', '.join(PRECISIONS)}")
+    return prec
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str]:
+    """The CPU feature flags from /proc/cpuinfo (empty where the file does not exist)."""
+    try:
+        with open(CPUINFO) as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def _cuda_bf16(device: torch.device) -> bool:
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+def choose_precision(prec: str, device: torch.device | str) -> tuple[str, str]:
+    """(resolved precision ``fp32``/``fp16``/``bf16``, the reason) for a PREC value on ``device``.
+
+    ``amp`` and ``fp16`` both mean fp16 autocast with loss scaling; the CPU runs them in fp32.
+    """
+    prec = check_precision((prec or "auto").lower())
+    device = torch.device(device)
+    if prec == "fp32":
+        return "fp32", "PREC fp32"
+    if device.type == "cuda":
+        if prec == "auto":
+            if _cuda_bf16(device):
+                return "bf16", "PREC auto: the GPU supports bf16"
+            return "fp32", "PREC auto: the GPU has no bf16 (set PREC fp16 for fp16 autocast with loss scaling)"
+        return ("bf16", "PREC bf16") if prec == "bf16" else ("fp16", f"PREC {prec}")
+    if device.type == "cpu":
+        fast = sorted(set(FAST_BF16_CPU_FLAGS) & cpu_flags())
+        if prec == "auto":
+            if fast:
+                return "bf16", f"PREC auto: the CPU has {', '.join(fast)}"
+            return "fp32", f"PREC auto: the CPU has none of {', '.join(FAST_BF16_CPU_FLAGS)}"
+        if prec == "bf16":
+            why = f"the CPU has {', '.join(fast)}" if fast else "slow here: the CPU has no bf16 instructions"
+            return "bf16", f"PREC bf16 ({why})"
+        return "fp32", f'PREC {prec}: fp16 autocast is not supported on CPU, so fp32'
+    return "fp32", f"PREC {prec}: no low-precision path on {device.type}"
 
 
 def resolve_precision(prec: str, device: torch.device | str) -> str:
-    """Map a requested precision to what ``device`` runs: ``fp32``, ``fp16`` or ``bf16``.
+    """The precision ``device`` runs for PREC ``prec``; logs which and why (a warning for a fallback)."""
+    resolved, reason = choose_precision(prec, device)
+    requested = (prec or "auto").lower()
+    if requested in ("fp16", "amp") and resolved == "fp32":
+        logger.warning(f'Precision "{requested}" is not supported on CPU; training in fp32 instead')
+    else:
+        logger.info(f"Precision: {resolved} ({reason})")
+    return resolved
 
-    ``amp`` and ``fp16`` both mean fp16 autocast with loss scaling; on CPU everything runs in fp32.
-    """
-    prec = (prec or "fp32").lower()
-    if prec not in PRECISIONS:
-        raise ValueError(f'Unknown precision "{prec}"; choose one of {list(PRECISIONS)}')
-    device_type = torch.device(device).type
-    if prec == "fp32":
-        return "fp32"
-    if device_type == "cpu":
-        if (prec, device_type) not in _warned:
-            _warned.add((prec, device_type))
-            logger.warning(f'Precision "{prec}" is not supported on CPU; training in fp32 instead')
-        return "fp32"
-    return "bf16" if prec == "bf16" else "fp16"
+
+def requested_precision(cfg, node: str) -> tuple[str, str]:
+    """(PREC value, its key) from ``cfg.TRAINER.<node>.PREC``; ``("fp32", "")`` where there is none."""
+    if node and node in cfg.TRAINER and "PREC" in cfg.TRAINER[node]:
+        key = f"TRAINER.{node}.PREC"
+        return check_precision(str(cfg.TRAINER[node].PREC).lower(), key), key
+    return "fp32", ""
 
 
 def autocast_context(precision: str, device: torch.device | str):

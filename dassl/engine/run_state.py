@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from dassl.config import run_local_keys
+
 __all__ = [
     "LAST_CHECKPOINT",
     "RUN_LOCAL_KEYS",
@@ -51,8 +53,6 @@ RUN_LOCAL_KEYS = (
 )
 # Under TEST, these change what a run saves and deploys (model-best or not), so they do block a resume.
 LEARNED_TEST_KEYS = ("TEST.FINAL_MODEL", "TEST.NO_TEST")
-# Method keys (any TRAINER.<METHOD>) that trade memory for time and leave the result unchanged.
-RUN_LOCAL_SUFFIXES = (".EVAL_PROMPT_CHUNK", ".TEXT_CHECKPOINTING")
 
 
 class ConfigMismatchError(RuntimeError):
@@ -131,9 +131,8 @@ def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
 def _is_run_local(key: str) -> bool:
     if key in LEARNED_TEST_KEYS:
         return False
-    if key.endswith(RUN_LOCAL_SUFFIXES):
-        return True
-    return any(key == k or key.startswith(k + ".") for k in RUN_LOCAL_KEYS)
+    # Method keys come from their config extensions (register_cfg_extension(run_local_keys=...)).
+    return any(key == k or key.startswith(k + ".") for k in RUN_LOCAL_KEYS + run_local_keys())
 
 
 def config_fingerprint(cfg: dict) -> tuple[str, dict[str, Any]]:

@@ -40,7 +40,7 @@ from .distributed import (
     select_device,
 )
 from .interrupt import StopRequest, TrainingInterrupted
-from .precision import autocast_context, build_grad_scaler, resolve_precision
+from .precision import autocast_context, build_grad_scaler, requested_precision, resolve_precision
 from .run_state import (
     capture_rng_state,
     check_same_config,
@@ -261,6 +261,9 @@ class TrainerBase:
 class SimpleTrainer(TrainerBase):
     """Data, model, evaluator, auto-resume, checkpoints and evaluation for one labelled dataset."""
 
+    # The trainer's config node, cfg.TRAINER.<CFG_NODE> (its PREC sets the precision); "" = TRAINER.NAME upper-cased.
+    CFG_NODE = ""
+
     def __init__(self, cfg):
         super().__init__()
         self.check_cfg(cfg)
@@ -269,10 +272,9 @@ class SimpleTrainer(TrainerBase):
         self.max_epoch = cfg.OPTIM.MAX_EPOCH
         self.output_dir = cfg.OUTPUT_DIR
         self.cfg = cfg
-        self.precision = getattr(self, "precision", "fp32")
+        self._setup_precision(cfg)
         self.build_data_loader()
         self.build_model()
-        self._setup_precision()
         for model in self._models.values():
             broadcast_module(model)  # every rank starts from rank 0's weights
         self.evaluator = build_evaluator(cfg, lab2cname=self.lab2cname)
@@ -312,8 +314,15 @@ class SimpleTrainer(TrainerBase):
             "with self.register_model(name, model, optim, sched)"
         )
 
-    def _setup_precision(self) -> None:
-        self.precision = resolve_precision(self.precision, self.device)
+    def _setup_precision(self, cfg) -> None:
+        """Resolve the trainer's PREC once, before anything is built: ``self.precision`` and the grad scaler."""
+        node = type(self).CFG_NODE or cfg.TRAINER.NAME.upper()
+        self.precision_requested, key = requested_precision(cfg, node)
+        if key:
+            self.precision = resolve_precision(self.precision_requested, self.device)
+        else:
+            self.precision = "fp32"
+            logger.info(f"Precision: fp32 (no TRAINER.{node}.PREC key; set {type(self).__name__}.CFG_NODE to its node)")
         self.grad_scaler = build_grad_scaler(self.precision, self.device)
 
     def autocast(self):
