@@ -1,10 +1,11 @@
 """CLIP backbones for prompt learning, on open_clip: load by name or path, tokenize, per-layer image
-features, and exact truncated text encoding from prompt embeddings."""
+features, exact truncated text encoding, and shallow/deep prompts in both towers."""
 from . import tiny
 from .backbone import CLIPBackbone
 from .download import WeightsNotFoundError
 from .loading import load
 from .names import available_models
 from .tokenizer import tokenize
+from .visual import VisionPrompts
 
-__all__ = ["CLIPBackbone", "WeightsNotFoundError", "available_models", "load", "tiny", "tokenize"]
+__all__ = ["CLIPBackbone", "VisionPrompts", "WeightsNotFoundError", "available_models", "load", "tiny", "tokenize"]

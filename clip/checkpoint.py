@@ -8,6 +8,9 @@ from pathlib import Path
 
 import torch
 from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
+from torch import nn
+
+from .blocks import causal_mask
 
 logger = logging.getLogger(__name__)
 
@@ -50,25 +53,60 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return state_dict
 
 
-def build_clip_from_state_dict(state_dict: dict[str, torch.Tensor], source: str = "state dict") -> CLIP:
-    """An fp32 open_clip `CLIP` (QuickGELU, eval mode) whose architecture is read from the tensor shapes."""
-    weights = dict(state_dict)
-    text_heads = _pop_int(weights, TEXT_HEADS_KEY)
-    vision_heads = _pop_int(weights, VISION_HEADS_KEY)
-    for key in _NON_WEIGHT_KEYS:
-        weights.pop(key, None)
+def build_clip_from_state_dict(
+    state_dict: dict[str, torch.Tensor],
+    source: str = "state dict",
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+) -> CLIP:
+    """An open_clip `CLIP` (QuickGELU, eval mode) in `dtype` on `device`, architecture read from the shapes.
 
-    vision_cfg = _vision_cfg(weights, vision_heads, source)
-    text_cfg = _text_cfg(weights, text_heads, source)
-    embed_dim = weights["text_projection"].shape[1]
+    The tensors are moved out of `state_dict` (it is left empty): the model is built without memory
+    (meta device) and each tensor is converted and assigned in turn, so its source is freed at once and
+    the peak is the model plus one tensor, never the checkpoint plus a randomly initialised copy.
+    """
+    text_heads = _pop_int(state_dict, TEXT_HEADS_KEY)
+    vision_heads = _pop_int(state_dict, VISION_HEADS_KEY)
+    for key in _NON_WEIGHT_KEYS:
+        state_dict.pop(key, None)
+
+    vision_cfg = _vision_cfg(state_dict, vision_heads, source)
+    text_cfg = _text_cfg(state_dict, text_heads, source)
+    embed_dim = state_dict["text_projection"].shape[1]
     logger.debug("Building CLIP from %s: embed %d, vision %s, text %s", source, embed_dim, vision_cfg, text_cfg)
-    model = CLIP(embed_dim, vision_cfg=vision_cfg, text_cfg=text_cfg, quick_gelu=True)
-    # load_state_dict copies into the fp32 parameters, so fp16 checkpoints are upcast here.
-    try:
-        model.load_state_dict(weights, strict=True)
-    except RuntimeError as err:
-        raise ValueError(f"The weights in {source} do not fit the architecture inferred from them: {err}") from err
+    with torch.device("meta"):
+        model = CLIP(embed_dim, vision_cfg=vision_cfg, text_cfg=text_cfg, quick_gelu=True)
+    expected = model.state_dict()
+    if set(expected) != set(state_dict):
+        raise ValueError(
+            f"The weights in {source} do not fit the architecture inferred from them: missing keys "
+            f"{sorted(set(expected) - set(state_dict))[:5]}, unexpected keys {sorted(set(state_dict) - set(expected))[:5]}"
+        )
+    for key in list(state_dict):
+        tensor = state_dict.pop(key)
+        if tuple(tensor.shape) != tuple(expected[key].shape):
+            raise ValueError(
+                f"The weights in {source} do not fit the architecture inferred from them: '{key}' has shape "
+                f"{list(tensor.shape)}, expected {list(expected[key].shape)}"
+            )
+        target = dtype if tensor.is_floating_point() else tensor.dtype
+        _assign(model, key, tensor.to(device=device, dtype=target))
+        del tensor  # the source (e.g. fp16) copy goes now, not after the whole model is built
+    # Buffers outside the state dict are derived, not stored: the text tower's causal mask.
+    model.attn_mask = causal_mask(text_cfg.context_length, device)
+    still_empty = [name for name, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if still_empty:
+        raise RuntimeError(f"Building CLIP from {source} left tensors unset: {still_empty}")
     return model.eval()
+
+
+def _assign(model: nn.Module, key: str, tensor: torch.Tensor) -> None:
+    """Put `tensor` in place of the (meta) parameter or buffer named `key`, without copying it."""
+    module_name, _, name = key.rpartition(".")
+    module = model.get_submodule(module_name)
+    if isinstance(getattr(module, name), nn.Parameter):
+        tensor = nn.Parameter(tensor, requires_grad=getattr(module, name).requires_grad)
+    setattr(module, name, tensor)
 
 
 def _is_torchscript_archive(path: Path) -> bool:

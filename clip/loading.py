@@ -25,13 +25,12 @@ def load(name_or_path: str, device: str | torch.device = "cpu", precision: str =
     `precision`: fp32, amp (fp32 weights), fp16 or bf16; the CPU always gets fp32 (with a warning).
     """
     dtype = resolve_dtype(precision, device)
-    if name_or_path in OPENAI_MODELS:
-        path = openai_checkpoint(OPENAI_MODELS[name_or_path])
-        model = build_clip_from_state_dict(read_state_dict(path), source=f"'{path}'")
-    elif Path(name_or_path).is_file():
-        model = build_clip_from_state_dict(read_state_dict(name_or_path), source=f"'{name_or_path}'")
+    if name_or_path in OPENAI_MODELS or Path(name_or_path).is_file():
+        path = openai_checkpoint(OPENAI_MODELS[name_or_path]) if name_or_path in OPENAI_MODELS else name_or_path
+        # Built straight in the target dtype and device, one tensor at a time (see build_clip_from_state_dict).
+        model = build_clip_from_state_dict(read_state_dict(path), f"'{path}'", dtype=dtype, device=device)
     elif ":" in name_or_path and "/" not in name_or_path:
-        model = _load_open_clip(*name_or_path.split(":", 1))
+        model = _load_open_clip(*name_or_path.split(":", 1)).to(device=device, dtype=dtype)
     elif "/" in name_or_path or Path(name_or_path).suffix:
         raise FileNotFoundError(
             f"CLIP checkpoint '{name_or_path}' does not exist (no such file), and it is not an OpenAI name "
@@ -43,7 +42,7 @@ def load(name_or_path: str, device: str | torch.device = "cpu", precision: str =
             f"an open_clip 'ARCH:TAG' (see open_clip.list_pretrained()), or a checkpoint path"
         )
     logger.info("Loaded CLIP '%s' (%s on %s)", name_or_path, dtype, device)
-    return CLIPBackbone(model.to(device=device, dtype=dtype))
+    return CLIPBackbone(model)
 
 
 def resolve_dtype(precision: str, device: str | torch.device) -> torch.dtype:

@@ -119,11 +119,12 @@ def test_vit_b16_layer_shapes_and_feature():
     vit = VisionTransformer(image_size=224, patch_size=16, width=768, layers=12, heads=12, mlp_ratio=4.0,
                             output_dim=512, act_layer=QuickGELU).eval()
     image = torch.randn(1, 3, 224, 224)
+    tower = visual.ViTTower(vit)
     with torch.no_grad():
-        feature, layers = visual.forward_with_layers(vit, image)
+        feature, layers = visual.forward_with_layers(tower, image)
         reference = vit(image)
     assert [tuple(t.shape) for t in layers] == [(1, 197, 768)] * 12
-    assert visual.layer_widths(vit) == [768] * 12
+    assert visual.layer_widths(tower) == [768] * 12
     torch.testing.assert_close(feature, reference, atol=1e-5, rtol=1e-5)
 
 
@@ -158,7 +159,7 @@ def test_vit_pooling_variants_and_layouts_match_open_clip(pool_type, final_ln_af
         block.attn.batch_first = batch_first
     images = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
-        feature, layers = visual.forward_with_layers(vit, images)
+        feature, layers = visual.forward_with_layers(visual.ViTTower(vit), images)
         torch.testing.assert_close(feature, vit(images), atol=1e-5, rtol=1e-5)
     assert layers[0].shape == (2, 17, 48)  # always [B, T, width], whatever the blocks' layout
 

@@ -1,4 +1,4 @@
 """Prompt-learning methods on CLIP; importing the package registers every trainer."""
-from . import cocoop, coop, gopro, kgcoop, zsclip  # noqa: F401
+from . import cocoop, coop, gopro, ivlp, kgcoop, maple, promptsrc, vpt, zsclip  # noqa: F401
 
-__all__ = ["cocoop", "coop", "gopro", "kgcoop", "zsclip"]
+__all__ = ["cocoop", "coop", "gopro", "ivlp", "kgcoop", "maple", "promptsrc", "vpt", "zsclip"]

@@ -75,12 +75,19 @@ class ClassPrompts(nn.Module):
     Both are non-persistent buffers: they depend on the class set, not on training.
     """
 
-    def __init__(self, clip_model, classnames: Sequence[str], n_ctx: int, position: str = "end", cut: bool = True):
+    def __init__(
+        self, clip_model, classnames: Sequence[str], n_ctx: int, position: str = "end", cut: bool = True,
+        placeholder: str | None = None,
+    ):
+        """``placeholder``: the text before the class name whose first n_ctx tokens the context replaces
+        (default: n_ctx "X"s); its later tokens stay frozen words (MaPLe's "a photo of a" with n_ctx 2)."""
         super().__init__()
         if position not in CLASS_TOKEN_POSITIONS:
             raise ValueError(f"CLASS_TOKEN_POSITION is {position!r}; valid: {', '.join(CLASS_TOKEN_POSITIONS)}")
+        if placeholder is not None and position != "end":
+            raise ValueError(f"a placeholder text needs CLASS_TOKEN_POSITION 'end', got {position!r}")
         names = [name.replace("_", " ") for name in classnames]
-        placeholder = " ".join([CTX_PLACEHOLDER] * n_ctx)
+        placeholder = placeholder or " ".join([CTX_PLACEHOLDER] * n_ctx)
         tokens = clip.tokenize([f"{placeholder} {name}." for name in names], context_length=clip_model.context_length)
         if cut:  # the text tower is causal: tokens after the last EOT never change the output
             tokens = tokens[:, : int(tokens.argmax(dim=-1).max()) + 1]
