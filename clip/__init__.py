@@ -2,10 +2,28 @@
 features, exact truncated text encoding, and shallow/deep prompts in both towers."""
 from . import tiny
 from .backbone import CLIPBackbone
-from .download import WeightsNotFoundError
+from .errors import (
+    BackboneLoadError,
+    CheckpointFormatError,
+    CorruptDownloadError,
+    UnsupportedBackboneError,
+    WeightsNotFoundError,
+)
 from .loading import load
 from .names import available_models
 from .tokenizer import tokenize
 from .visual import VisionPrompts
 
-__all__ = ["CLIPBackbone", "VisionPrompts", "WeightsNotFoundError", "available_models", "load", "tiny", "tokenize"]
+__all__ = [
+    "BackboneLoadError",
+    "CLIPBackbone",
+    "CheckpointFormatError",
+    "CorruptDownloadError",
+    "UnsupportedBackboneError",
+    "VisionPrompts",
+    "WeightsNotFoundError",
+    "available_models",
+    "load",
+    "tiny",
+    "tokenize",
+]

@@ -11,6 +11,7 @@ from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
 from torch import nn
 
 from .blocks import causal_mask
+from .errors import CheckpointFormatError
 
 logger = logging.getLogger(__name__)
 
@@ -35,18 +36,20 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         try:
             state_dict = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # torch raises several types for a file that is not a checkpoint
-            raise ValueError(
+            raise CheckpointFormatError(
                 f"Cannot read '{path}' as a CLIP checkpoint (TorchScript archive or state dict): {err}"
             ) from err
     if isinstance(state_dict, dict) and isinstance(state_dict.get("state_dict"), dict):
         state_dict = state_dict["state_dict"]  # training checkpoints wrap the weights
     if not isinstance(state_dict, dict):
-        raise ValueError(f"'{path}' holds a {type(state_dict).__name__}, expected a dict of tensors (a state dict)")
+        raise CheckpointFormatError(
+            f"'{path}' holds a {type(state_dict).__name__}, expected a dict of tensors (a state dict)"
+        )
     # DataParallel / DDP checkpoints prefix every key with "module.".
     state_dict = {k.removeprefix("module."): v for k, v in state_dict.items()}
     missing = [k for k in _REQUIRED_KEYS if k not in state_dict]
     if missing:
-        raise ValueError(
+        raise CheckpointFormatError(
             f"'{path}' is not an OpenAI-format CLIP checkpoint: missing keys {missing} "
             f"(found e.g. {sorted(state_dict)[:5]})"
         )
@@ -78,14 +81,14 @@ def build_clip_from_state_dict(
         model = CLIP(embed_dim, vision_cfg=vision_cfg, text_cfg=text_cfg, quick_gelu=True)
     expected = model.state_dict()
     if set(expected) != set(state_dict):
-        raise ValueError(
+        raise CheckpointFormatError(
             f"The weights in {source} do not fit the architecture inferred from them: missing keys "
             f"{sorted(set(expected) - set(state_dict))[:5]}, unexpected keys {sorted(set(state_dict) - set(expected))[:5]}"
         )
     for key in list(state_dict):
         tensor = state_dict.pop(key)
         if tuple(tensor.shape) != tuple(expected[key].shape):
-            raise ValueError(
+            raise CheckpointFormatError(
                 f"The weights in {source} do not fit the architecture inferred from them: '{key}' has shape "
                 f"{list(tensor.shape)}, expected {list(expected[key].shape)}"
             )
@@ -126,7 +129,7 @@ def _heads_for(width: int, heads: int | None, tower: str, source: str) -> int:
     if heads is not None:
         return heads
     if width % _OPENAI_HEAD_WIDTH:
-        raise ValueError(
+        raise CheckpointFormatError(
             f"Cannot infer the {tower} attention heads of {source}: width {width} is not a multiple of "
             f"{_OPENAI_HEAD_WIDTH} (OpenAI's head width). Save it with clip.tiny.save_openai_checkpoint, "
             f"which stores '{TEXT_HEADS_KEY}' and '{VISION_HEADS_KEY}'."
@@ -163,7 +166,7 @@ def _vision_cfg(weights: dict[str, torch.Tensor], heads: int | None, source: str
             head_width=pooled_width // _heads_for(pooled_width, heads, "vision", source),
             image_size=image_size,
         )
-    raise ValueError(
+    raise CheckpointFormatError(
         f"{source} has neither a ViT ('visual.proj') nor a ResNet ('visual.attnpool.*') image tower"
     )
 

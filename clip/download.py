@@ -10,6 +10,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from .errors import CorruptDownloadError, WeightsNotFoundError
 from .names import OpenAIModel
 
 logger = logging.getLogger(__name__)
@@ -17,10 +18,6 @@ logger = logging.getLogger(__name__)
 _TRUE_VALUES = {"1", "true", "yes", "on"}
 _CHUNK_BYTES = 1 << 20
 _CONNECT_TIMEOUT_S = 30
-
-
-class WeightsNotFoundError(FileNotFoundError):
-    """A checkpoint is neither on disk nor downloadable; the message says which file to put where."""
 
 
 def cache_dir() -> Path:
@@ -75,7 +72,7 @@ def _download_checked(url: str, target: Path, sha256: str) -> None:
                 progress.update(len(chunk))
     if digest.hexdigest() != sha256:
         partial.unlink(missing_ok=True)
-        raise RuntimeError(
+        raise CorruptDownloadError(
             f"Downloaded {url} but its SHA-256 is {digest.hexdigest()}, expected {sha256}; "
             f"nothing was saved to {target}"
         )

@@ -10,7 +10,8 @@ import torch
 
 from .backbone import CLIPBackbone
 from .checkpoint import build_clip_from_state_dict, read_state_dict
-from .download import WeightsNotFoundError, cache_dir, downloads_disabled, openai_checkpoint
+from .download import cache_dir, downloads_disabled, openai_checkpoint
+from .errors import UnsupportedBackboneError, WeightsNotFoundError
 from .names import OPENAI_MODELS, available_models
 
 logger = logging.getLogger(__name__)
@@ -32,12 +33,12 @@ def load(name_or_path: str, device: str | torch.device = "cpu", precision: str =
     elif ":" in name_or_path and "/" not in name_or_path:
         model = _load_open_clip(*name_or_path.split(":", 1)).to(device=device, dtype=dtype)
     elif "/" in name_or_path or Path(name_or_path).suffix:
-        raise FileNotFoundError(
+        raise WeightsNotFoundError(
             f"CLIP checkpoint '{name_or_path}' does not exist (no such file), and it is not an OpenAI name "
             f"{available_models()}"
         )
     else:
-        raise ValueError(
+        raise UnsupportedBackboneError(
             f"Unknown CLIP model '{name_or_path}': expected an OpenAI name {available_models()}, "
             f"an open_clip 'ARCH:TAG' (see open_clip.list_pretrained()), or a checkpoint path"
         )
@@ -58,11 +59,11 @@ def resolve_dtype(precision: str, device: str | torch.device) -> torch.dtype:
 
 def _load_open_clip(arch: str, tag: str) -> torch.nn.Module:
     if arch not in open_clip.list_models():
-        raise ValueError(
+        raise UnsupportedBackboneError(
             f"Unknown open_clip architecture '{arch}' in '{arch}:{tag}'; known: {open_clip.list_models()}"
         )
     if not open_clip.get_pretrained_cfg(arch, tag):
-        raise ValueError(
+        raise UnsupportedBackboneError(
             f"Unknown open_clip weights '{arch}:{tag}'; tags for {arch}: {open_clip.list_pretrained_tags_by_model(arch)}"
         )
     folder = cache_dir()

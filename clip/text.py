@@ -8,17 +8,20 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from .blocks import attention_block, replace_rows
+from .errors import UnsupportedBackboneError
 
 
 def check_text_tower(text: nn.Module) -> None:
     """Raise for text towers that the fast path would not reproduce exactly."""
     pool_type = getattr(text, "text_pool_type", getattr(text, "pool_type", "argmax"))
     if pool_type != "argmax":
-        raise ValueError(f"Unsupported text pooling '{pool_type}'; supported: 'argmax' (EOT = largest token id)")
+        raise UnsupportedBackboneError(
+            f"Unsupported text pooling '{pool_type}'; supported: 'argmax' (EOT = largest token id)"
+        )
     if getattr(text, "cls_emb", None) is not None:
-        raise ValueError("Unsupported text tower with a class token (embed_cls=True)")
+        raise UnsupportedBackboneError("Unsupported text tower with a class token (embed_cls=True)")
     if getattr(text, "attn_mask", 0) is None:
-        raise ValueError("Unsupported text tower without a causal mask (no_causal_mask=True)")
+        raise UnsupportedBackboneError("Unsupported text tower without a causal mask (no_causal_mask=True)")
 
 
 def causal_block(block: nn.Module, x: torch.Tensor) -> torch.Tensor:

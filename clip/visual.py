@@ -10,6 +10,7 @@ from open_clip.transformer import VisionTransformer
 from torch import nn
 
 from .blocks import SequenceFirstTransformer, attention_block, replace_rows
+from .errors import UnsupportedBackboneError
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ class ViTTower(nn.Module):
     def __init__(self, vit: VisionTransformer) -> None:
         super().__init__()
         if getattr(vit, "attn_pool", None) is not None or vit.pool_type not in ("tok", "avg"):
-            raise ValueError(
+            raise UnsupportedBackboneError(
                 f"Unsupported ViT pooling (pool_type={vit.pool_type!r}, attentional pool set: "
                 f"{getattr(vit, 'attn_pool', None) is not None}); "
                 "supported: pool_type 'tok' or 'avg', no attention pool"
@@ -74,7 +75,7 @@ def visual_kind(visual: nn.Module) -> str:
         return "resnet"
     if isinstance(visual, ViTTower):
         return "vit"
-    raise ValueError(
+    raise UnsupportedBackboneError(
         f"Unsupported image tower {type(visual).__name__}; supported: open_clip VisionTransformer or ModifiedResNet"
     )
 
@@ -86,7 +87,7 @@ def wrap_visual(visual: nn.Module) -> nn.Module:
     if isinstance(visual, ModifiedResNet):
         visual.input_resolution = visual.image_size
         return visual
-    raise ValueError(
+    raise UnsupportedBackboneError(
         f"Unsupported image tower {type(visual).__name__}; supported: open_clip VisionTransformer or ModifiedResNet"
     )
 
