@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 import clip
+from dassl.utils import ConfigError
 
 __all__ = ["load_clip"]
 
@@ -17,7 +18,13 @@ def load_clip(cfg, device: torch.device | str, requested: str, resolved: str):
     weights = "fp16" if requested == "fp16" and resolved == "fp16" else "fp32"
     name = cfg.MODEL.BACKBONE.NAME
     if not name:
-        raise ValueError("MODEL.BACKBONE.NAME is empty; set a CLIP name (e.g. ViT-B/16) or a checkpoint path")
-    model = clip.load(name, device=device, precision=weights)
+        raise ConfigError(
+            "MODEL.BACKBONE.NAME is empty; set a CLIP name (e.g. ViT-B/16) or a checkpoint path"
+        )
+    try:
+        model = clip.load(name, device=device, precision=weights)
+    except clip.BackboneLoadError as err:
+        err.add_note("(set by MODEL.BACKBONE.NAME)")
+        raise
     model.requires_grad_(False)
     return model.eval()

@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from dassl.engine import TrainerX
 from dassl.optim import build_lr_scheduler, build_optimizer
+from dassl.utils import ConfigError
 
 from .backbone_loading import load_clip
 from .checkpoints import load_learned_state
@@ -68,7 +69,9 @@ class PromptTrainer(TrainerX):
         """The hand-written prompt template: ``TRAINER.<NODE>.TEMPLATE`` when set, else the dataset's own."""
         override = self.method_cfg.get("TEMPLATE", "")
         if override and "{}" not in override:
-            raise ValueError(f"TRAINER.{self.CFG_NODE}.TEMPLATE {override!r} has no '{{}}' for the class name")
+            raise ConfigError(
+                f"TRAINER.{self.CFG_NODE}.TEMPLATE {override!r} has no '{{}}' for the class name"
+            )
         return override or dataset_template(self.dm.dataset)
 
     def register_learner(self, learner: nn.Module) -> None:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from dassl.utils import ConfigError
+
 from .class_prompts import token_counts
 
 __all__ = ["check_input_size", "check_context_fits"]
@@ -13,7 +15,7 @@ def check_input_size(cfg, clip_model) -> None:
     size = tuple(cfg.INPUT.SIZE)
     expected = (clip_model.image_size, clip_model.image_size)
     if size != expected:
-        raise ValueError(
+        raise ConfigError(
             f"INPUT.SIZE is {size} but the backbone {cfg.MODEL.BACKBONE.NAME!r} takes {expected}; set INPUT.SIZE {expected}"
         )
 
@@ -24,7 +26,7 @@ def check_context_fits(n_ctx: int, classnames: Sequence[str], context_length: in
     longest = max(range(len(counts)), key=counts.__getitem__)
     needed = n_ctx + counts[longest]
     if needed > context_length:
-        raise ValueError(
+        raise ConfigError(
             f"{key} {n_ctx} + class name {classnames[longest]!r} need {needed} tokens but the context length "
             f"is {context_length}; use {key} <= {context_length - counts[longest]}"
         )

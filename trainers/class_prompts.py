@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import clip
+from dassl.utils import ConfigError
 
 __all__ = [
     "CLASS_TOKEN_POSITIONS",
@@ -45,7 +46,7 @@ def init_context(clip_model, n_ctx: int, ctx_init: str, n_cls: int | None = None
             ctx = ctx.unsqueeze(0).repeat(n_cls, 1, 1)
         return ctx
     if n_ctx < 1:
-        raise ValueError(f"N_CTX is {n_ctx}; it must be >= 1 when CTX_INIT is empty")
+        raise ConfigError(f"N_CTX is {n_ctx}; it must be >= 1 when CTX_INIT is empty")
     shape = (n_ctx, clip_model.text_width) if n_cls is None else (n_cls, n_ctx, clip_model.text_width)
     return torch.empty(shape).normal_(0.0, 0.02)
 
@@ -83,7 +84,9 @@ class ClassPrompts(nn.Module):
         (default: n_ctx "X"s); its later tokens stay frozen words (MaPLe's "a photo of a" with n_ctx 2)."""
         super().__init__()
         if position not in CLASS_TOKEN_POSITIONS:
-            raise ValueError(f"CLASS_TOKEN_POSITION is {position!r}; valid: {', '.join(CLASS_TOKEN_POSITIONS)}")
+            raise ConfigError(
+                f"CLASS_TOKEN_POSITION is {position!r}; valid: {', '.join(CLASS_TOKEN_POSITIONS)}"
+            )
         if placeholder is not None and position != "end":
             raise ValueError(f"a placeholder text needs CLASS_TOKEN_POSITION 'end', got {position!r}")
         names = [name.replace("_", " ") for name in classnames]

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import clip
+from dassl.utils import ConfigError
 
 from .base import PromptModel, PromptTrainer
 from .class_prompts import CTX_PLACEHOLDER, ClassPrompts, token_counts
@@ -40,15 +41,23 @@ MAX_WORD_INIT = 4  # the public code initialises from CTX_INIT only when N_CTX <
 def check_depth(depth: int, blocks: int, key: str, tower: str, minimum: int = 1) -> None:
     """A prompt depth must lie in minimum..blocks of its tower."""
     if not minimum <= depth <= blocks:
-        raise ValueError(f"{key} is {depth}; valid: {minimum}..{blocks} (the {tower} tower has {blocks} blocks)")
+        raise ConfigError(
+            f"{key} is {depth}; valid: {minimum}..{blocks} (the {tower} tower has {blocks} blocks)"
+        )
 
 
 def check_vision_backbone(clip_model, key: str, value: int) -> None:
-    """Vision prompts exist only for ViT image towers."""
+    """Vision prompts exist only for ViT image towers that pool their class token."""
     if clip_model.visual_kind != "vit":
-        raise ValueError(
+        raise ConfigError(
             f"{key} is {value} but vision prompts need a ViT backbone and this one is a {clip_model.visual_kind}; "
             f"set {key} 0 or MODEL.BACKBONE.NAME to a ViT (e.g. ViT-B/16)"
+        )
+    pooling = getattr(clip_model.visual, "pool_type", "tok")
+    if pooling != "tok":
+        raise ConfigError(
+            f"{key} is {value} but vision prompts need a ViT that pools its class token and this one pools with "
+            f"{pooling!r}; set {key} 0 or MODEL.BACKBONE.NAME to an OpenAI-style ViT (e.g. ViT-B/16)"
         )
 
 
@@ -57,7 +66,7 @@ def check_prompts_fit(prefix: str, classnames: Sequence[str], context_length: in
     counts = token_counts([f"{prefix} {name.replace('_', ' ')}." for name in classnames])
     longest = max(range(len(counts)), key=counts.__getitem__)
     if counts[longest] > context_length:
-        raise ValueError(
+        raise ConfigError(
             f"{key}: the prompt for class {classnames[longest]!r} needs {counts[longest]} tokens but the context "
             f"length is {context_length}; use fewer context tokens"
         )
@@ -71,13 +80,13 @@ def text_context(clip_model, n_ctx: int, ctx_init: str, n_ctx_key: str, init_key
     "a photo"). Otherwise N(0, 0.02^2) and n_ctx placeholders.
     """
     if n_ctx < 1:
-        raise ValueError(f"{n_ctx_key} is {n_ctx}; valid: >= 1")
+        raise ConfigError(f"{n_ctx_key} is {n_ctx}; valid: >= 1")
     words = ctx_init.replace("_", " ").strip()
     if words and n_ctx <= MAX_WORD_INIT:
         ids = clip.tokenize([words], context_length=clip_model.context_length)
         n_tokens = int(ids.argmax(dim=-1)) - 1
         if n_tokens < n_ctx:
-            raise ValueError(
+            raise ConfigError(
                 f"{init_key} {words!r} has {n_tokens} tokens, fewer than {n_ctx_key} {n_ctx}; "
                 f"use a longer {init_key} or {n_ctx_key} <= {n_tokens}"
             )
@@ -125,7 +134,9 @@ def build_independent_prompts(
         check_vision_backbone(clip_model, f"{node}.PROMPT_DEPTH_VISION", c.PROMPT_DEPTH_VISION)
         check_depth(c.PROMPT_DEPTH_VISION, clip_model.vision_layers, f"{node}.PROMPT_DEPTH_VISION", "image")
         if c.N_CTX_VISION < 1:
-            raise ValueError(f"{node}.N_CTX_VISION is {c.N_CTX_VISION}; valid: >= 1 when PROMPT_DEPTH_VISION > 0")
+            raise ConfigError(
+                f"{node}.N_CTX_VISION is {c.N_CTX_VISION}; valid: >= 1 when PROMPT_DEPTH_VISION > 0"
+            )
     ctx, prefix = text_context(clip_model, c.N_CTX_TEXT, c.CTX_INIT, f"{node}.N_CTX_TEXT", f"{node}.CTX_INIT")
     check_prompts_fit(prefix, classnames, clip_model.context_length, f"{node}.N_CTX_TEXT {c.N_CTX_TEXT}")
     vision_width = clip_model.vision_width if c.PROMPT_DEPTH_VISION else 0

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from torch import Tensor
 from yacs.config import CfgNode as CN
 
-from dassl.config import register_cfg_extension
+from dassl.config import ConfigError, register_cfg_extension
 from dassl.engine import TRAINER_REGISTRY
 
 from .base import PromptTrainer
@@ -97,9 +97,11 @@ class KgCoOp(PromptTrainer):
     def check_cfg(self, cfg: CN) -> None:
         k = cfg.TRAINER.KGCOOP
         if k.W < 0:
-            raise ValueError(f"TRAINER.KGCOOP.W is {k.W}; it must be >= 0")
+            raise ConfigError(f"TRAINER.KGCOOP.W is {k.W}; it must be >= 0")
         if k.PENALTY not in PENALTIES:
-            raise ValueError(f"TRAINER.KGCOOP.PENALTY is {k.PENALTY!r}; valid values: {', '.join(PENALTIES)}")
+            raise ConfigError(
+                f"TRAINER.KGCOOP.PENALTY is {k.PENALTY!r}; valid values: {', '.join(PENALTIES)}"
+            )
 
     def build_model(self) -> None:
         clip_model = self.load_backbone()

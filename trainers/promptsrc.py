@@ -13,7 +13,7 @@ from torch import Tensor
 from yacs.config import CfgNode as CN
 
 import clip
-from dassl.config import register_cfg_extension
+from dassl.config import ConfigError, register_cfg_extension
 from dassl.engine import TRAINER_REGISTRY
 
 from .deep_prompts import DeepPromptNet, DeepPromptTrainer, IndependentPrompts, build_independent_prompts
@@ -153,11 +153,15 @@ class PromptSRC(DeepPromptTrainer):
         super().check_cfg(cfg)
         c, epochs = cfg.TRAINER.PROMPTSRC, cfg.OPTIM.MAX_EPOCH
         if not 1 <= c.GPA_MEAN <= epochs:
-            raise ValueError(f"TRAINER.PROMPTSRC.GPA_MEAN is {c.GPA_MEAN}; valid: 1..{epochs} (OPTIM.MAX_EPOCH)")
+            raise ConfigError(
+                f"TRAINER.PROMPTSRC.GPA_MEAN is {c.GPA_MEAN}; valid: 1..{epochs} (OPTIM.MAX_EPOCH)"
+            )
         if not c.GPA_STD > 0:
-            raise ValueError(f"TRAINER.PROMPTSRC.GPA_STD is {c.GPA_STD}; valid: > 0")
+            raise ConfigError(f"TRAINER.PROMPTSRC.GPA_STD is {c.GPA_STD}; valid: > 0")
         if c.KL_REDUCTION not in KL_REDUCTIONS:
-            raise ValueError(f"TRAINER.PROMPTSRC.KL_REDUCTION is {c.KL_REDUCTION!r}; valid: {', '.join(KL_REDUCTIONS)}")
+            raise ConfigError(
+                f"TRAINER.PROMPTSRC.KL_REDUCTION is {c.KL_REDUCTION!r}; valid: {', '.join(KL_REDUCTIONS)}"
+            )
 
     def build_net(self, clip_model, classnames: Sequence[str]) -> PromptSRCNet:
         c = self.method_cfg

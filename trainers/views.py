@@ -13,7 +13,7 @@ from torch import nn
 from torchvision.transforms import v2
 from yacs.config import CfgNode as CN
 
-from dassl.config import register_cfg_extension
+from dassl.config import ConfigError, register_cfg_extension
 from dassl.data.transforms import INTERPOLATION_MODES, build_transform, to_tensor
 
 from .augmix import AUGMIX_OPS, MAX_SEVERITY, AugMix
@@ -49,7 +49,7 @@ def add_view_config(cfg: CN) -> None:
 
 def _require(ok: bool, key: str, value, valid: str) -> None:
     if not ok:
-        raise ValueError(f"INPUT.VIEWS.{key} is {value!r}; valid: {valid}")
+        raise ConfigError(f"INPUT.VIEWS.{key} is {value!r}; valid: {valid}")
 
 
 def _probability(node: CN, name: str, key: str) -> float:

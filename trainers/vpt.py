@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from yacs.config import CfgNode as CN
 
 import clip
-from dassl.config import register_cfg_extension
+from dassl.config import ConfigError, register_cfg_extension
 from dassl.engine import TRAINER_REGISTRY
 
 from .class_prompts import ClassPrompts, zeroshot_text_features
@@ -78,7 +78,7 @@ class VPT(DeepPromptTrainer):
         check_vision_backbone(clip_model, "TRAINER.VPT.PROMPT_DEPTH_VISION", c.PROMPT_DEPTH_VISION)
         check_depth(c.PROMPT_DEPTH_VISION, clip_model.vision_layers, "TRAINER.VPT.PROMPT_DEPTH_VISION", "image")
         if c.N_CTX_VISION < 1:
-            raise ValueError(f"TRAINER.VPT.N_CTX_VISION is {c.N_CTX_VISION}; valid: >= 1")
+            raise ConfigError(f"TRAINER.VPT.N_CTX_VISION is {c.N_CTX_VISION}; valid: >= 1")
         if c.N_CTX_TEXT > 0:
             ctx, prefix = text_context(clip_model, c.N_CTX_TEXT, c.CTX_INIT, "TRAINER.VPT.N_CTX_TEXT",
                                        "TRAINER.VPT.CTX_INIT")

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from yacs.config import CfgNode as CN
 
-from dassl.config import register_cfg_extension
+from dassl.config import ConfigError, register_cfg_extension
 from dassl.engine import TRAINER_REGISTRY
 
 from .base import PromptModel, PromptTrainer
@@ -32,7 +32,7 @@ class ZeroshotClassifier(PromptModel):
     def __init__(self, clip_model, classnames: Sequence[str], template: str):
         super().__init__()
         if "{}" not in template:
-            raise ValueError(f"TRAINER.ZSCLIP.TEMPLATE {template!r} has no '{{}}' for the class name")
+            raise ConfigError(f"TRAINER.ZSCLIP.TEMPLATE {template!r} has no '{{}}' for the class name")
         self.clip = clip_model
         self.register_buffer("text_features", zeroshot_text_features(clip_model, classnames, template), persistent=False)
 

@@ -11,6 +11,8 @@ import logging
 
 import torch
 
+from dassl.utils.errors import ConfigError
+
 __all__ = [
     "PRECISIONS",
     "FAST_BF16_CPU_FLAGS",
@@ -34,7 +36,7 @@ CPUINFO = "/proc/cpuinfo"
 def check_precision(prec: str, key: str = "PREC") -> str:
     """``prec`` if it is a valid PREC value, else a one-line error naming ``key`` and the choices."""
     if prec not in PRECISIONS:
-        raise ValueError(f"{key} is {prec!r}; valid values: {', '.join(PRECISIONS)}")
+        raise ConfigError(f"{key} is {prec!r}; valid values: {', '.join(PRECISIONS)}")
     return prec
 
 
