@@ -294,10 +294,16 @@ def main(argv: list[str] | None = None) -> None:
             dist.destroy_process_group()
 
 
+# The packages' user-error bases (module, class): dassl's, and clip's for weights that cannot be loaded
+# (clip/ knows nothing of dassl, so its errors have their own base).
+USER_ERROR_BASES = (("dassl.utils.errors", "UserError"), ("clip.errors", "BackboneLoadError"))
+
+
 def _is_user_error(err: BaseException) -> bool:
-    # Looked up, not imported: when importing dassl itself failed, that error is no user error.
-    errors = sys.modules.get("dassl.utils.errors")
-    return isinstance(err, (FileNotFoundError, *((errors.UserError,) if errors else ())))
+    # Looked up, not imported: a module that was never imported raised nothing, and when importing it
+    # failed, that error is no user error.
+    bases = [getattr(sys.modules[module], name) for module, name in USER_ERROR_BASES if module in sys.modules]
+    return isinstance(err, (FileNotFoundError, *bases))
 
 
 def _one_message(err: BaseException) -> str:
