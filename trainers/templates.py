@@ -1,6 +1,8 @@
 """The hand-written prompt template of a dataset, read off the dataset object the data manager built."""
 from __future__ import annotations
 
+from dassl.utils import ConfigError
+
 __all__ = ["dataset_template"]
 
 
@@ -9,7 +11,7 @@ def dataset_template(dataset) -> str:
     name = type(dataset).__name__
     template = getattr(dataset, "template", None)
     if not template:
-        raise ValueError(
+        raise ConfigError(
             f"Dataset {name} has no zero-shot template: add a class attribute to it, e.g. "
             f'`template = "a photo of a {{}}."` (see docs/PORTING.md), or set the trainer\'s TEMPLATE key'
         )
