@@ -125,6 +125,14 @@ class WorldDigits(WorldDataset):
     short_name = "world_digits"
 
 
+def task_of(short_name: str) -> str:
+    """The ``world_tasks.TASKS`` key of a world dataset's short name (its config file stem)."""
+    by_name = {cls.short_name: cls.task for cls in WorldDataset.__subclasses__()}
+    if short_name not in by_name:
+        raise KeyError(f"Unknown world dataset {short_name!r}; valid: {sorted(by_name)}")
+    return by_name[short_name]
+
+
 # Base-to-new averages over these (each with its own label space); World is also the cross-dataset source.
 BASE_TO_NEW = ("world", "world_textures", "world_counts", "world_orientations", "world_digits")
 DG_TARGETS = ("world_sketch", "world_painting", "world_cartoon")
