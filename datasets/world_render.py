@@ -10,6 +10,7 @@ from __future__ import annotations
 import colorsys
 import math
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 from PIL import Image, ImageChops, ImageDraw, ImageFilter
@@ -118,6 +119,14 @@ SHAPE_PARTS: dict[str, list[tuple[list[tuple[float, float]], int]]] = {
 SHAPES: tuple[str, ...] = tuple(SHAPE_PARTS)
 
 
+@lru_cache(maxsize=4)
+def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel row and column indices (float) of a canvas, shared read-only between calls."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
+    yy.flags.writeable = xx.flags.writeable = False
+    return yy, xx
+
+
 @dataclass
 class Scene:
     """A rendered image and what a caption may say about it."""
@@ -149,7 +158,7 @@ def shape_mask(shape: str, size: int, cx: float, cy: float, r: float, angle: flo
 
 def pattern_map(rng: np.random.Generator, pattern: str, size: int, period: float) -> np.ndarray:
     """A [size, size, 1] map in [0, 1] saying where a pattern's second colour shows (period in canvas pixels)."""
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
+    yy, xx = _grid(size)
     theta = rng.uniform(0, math.pi)
     u = xx * math.cos(theta) + yy * math.sin(theta)
     v = -xx * math.sin(theta) + yy * math.cos(theta)
@@ -216,7 +225,7 @@ def background(rng: np.random.Generator, kind: str, size: int) -> np.ndarray:
     c1 = np.array(colorsys.hsv_to_rgb(rng.uniform(), rng.uniform(0, 0.5), rng.uniform(0.2, 0.9))) * 255
     if kind == "gradient":
         theta = rng.uniform(0, 2 * math.pi)
-        yy, xx = np.mgrid[0:size, 0:size] / size
+        yy, xx = (g / size for g in _grid(size))
         t = np.clip(0.5 + (xx - 0.5) * math.cos(theta) + (yy - 0.5) * math.sin(theta), 0, 1)[..., None]
         return c0 * (1 - t) + c1 * t + rng.normal(0, 8, (size, size, 1))
     if kind == "pattern":  # low-contrast clutter: a random pattern between two muted colours
@@ -225,7 +234,7 @@ def background(rng: np.random.Generator, kind: str, size: int) -> np.ndarray:
         return c0 * (1 - m) + (0.6 * c0 + 0.4 * c1) * m + rng.normal(0, 6, (size, size, 1))
     if kind == "scene":  # a horizon: sky above, ground below
         horizon = rng.uniform(0.4, 0.75) * size
-        yy = np.mgrid[0:size, 0:size][0][..., None]
+        yy = _grid(size)[0][..., None]
         return np.where(yy < horizon, c0, c1) + rng.normal(0, 10, (size, size, 1))
     raise ValueError(f"Unknown background kind {kind!r}")
 
@@ -252,7 +261,7 @@ def paint_shape(canvas: np.ndarray, rng: np.random.Generator, domain: str, shape
     alpha = np.asarray(shape_mask(shape, size, cx, cy, r, angle), dtype=np.float64)[..., None] / 255
     if domain == "photo":  # directional shading and fine grain
         theta = rng.uniform(0, 2 * math.pi)
-        yy, xx = np.mgrid[0:size, 0:size]
+        yy, xx = _grid(size)
         shade = 1.0 + 0.5 * (((xx - cx) * math.cos(theta) + (yy - cy) * math.sin(theta)) / max(r, 1.0))
         fill = fill * np.clip(shade, 0.6, 1.3)[..., None] + rng.normal(0, 6, (size, size, 1))
     elif domain == "painting":  # uneven pigment
