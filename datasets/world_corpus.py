@@ -122,10 +122,10 @@ def _object_caption(rng: np.random.Generator, attrs: dict) -> str:
 def _sample_object(rng: np.random.Generator, image_size: int) -> tuple[Image.Image, str]:
     domain = _domain(rng)
     main = {"shape": _choice(rng, SHAPES), "colour": _choice(rng, _COLOURS),
-            "pattern": "solid" if rng.uniform() < 0.55 else _choice(rng, PATTERNS[1:]),
-            "radius": rng.uniform(0.15, 0.45)}
+            "pattern": "solid" if rng.uniform() < 0.65 else _choice(rng, PATTERNS[1:]),
+            "radius": rng.uniform(0.18, 0.45)}
     objects = [main]
-    for _ in range(int(rng.integers(0, 4))):
+    for _ in range(int(rng.integers(0, 3))):
         objects.append({"shape": _choice(rng, SHAPES), "colour": _choice(rng, _COLOURS),
                         "pattern": "solid" if rng.uniform() < 0.7 else _choice(rng, PATTERNS[1:]),
                         "radius": main["radius"] * rng.uniform(0.3, 0.7)})
