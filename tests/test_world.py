@@ -197,3 +197,13 @@ def test_loader_builds_base_and_new_from_the_config(tmp_path: Path) -> None:
     assert cls.template == "a photo of a {}."
     assert (tmp_path / WORLD_DIR / "objects" / "split_fewshot" / "shot_1-seed_-1.pkl").is_file() or \
         any((tmp_path / WORLD_DIR / "objects" / "split_fewshot").iterdir())
+
+
+def test_shipped_checkpoint_loads_within_the_size_budget() -> None:
+    import clip
+
+    checkpoint = REPO / "assets" / "world_clip_vit.pt"
+    assert checkpoint.is_file(), f"{checkpoint} is missing; see assets/README.md"
+    assert checkpoint.stat().st_size <= 20 * 2**20
+    model = clip.load(str(checkpoint))
+    assert model.image_size == 32 and model.visual_kind == "vit"
