@@ -207,3 +207,13 @@ def test_shipped_checkpoint_loads_within_the_size_budget() -> None:
     assert checkpoint.stat().st_size <= 20 * 2**20
     model = clip.load(str(checkpoint))
     assert model.image_size == 32 and model.visual_kind == "vit"
+
+
+@pytest.mark.parametrize("trainer", ["ZeroshotCLIP", "CoOp", "CoCoOp", "GOPro"])
+def test_world_configs_never_flip_training_images(trainer: str) -> None:
+    """A mirrored arrow points the other way: a flip would give world_orientations wrong labels."""
+    import yaml
+
+    config = yaml.safe_load((REPO / "configs" / "trainers" / trainer / "world.yaml").read_text())
+    assert "random_flip" not in config["INPUT"]["TRANSFORMS"]
+    assert config["MODEL"]["BACKBONE"]["NAME"] == "assets/world_clip_vit.pt"
