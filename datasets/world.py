@@ -1,9 +1,11 @@
-"""The embedded world as CoOp-style datasets: one per rendering domain, generated on first use.
+"""The embedded world as CoOp-style datasets, each generated on first use under ``DATASET.ROOT/world/<key>``.
 
-``World`` is the photo domain (base-to-new and the domain-generalization source); ``WorldSketch``,
-``WorldPainting`` and ``WorldCartoon`` are the same 36 classes in other domains (DG targets).
-The tree (5,760 PNGs) is written under ``DATASET.ROOT/world`` once (about 20 s of CPU) and reused
-while its manifest matches.
+``World`` (24 object shapes, photos) is the ImageNet analogue: the cross-dataset source, and the
+domain-generalisation source whose targets are ``WorldSketch``, ``WorldPainting`` and ``WorldCartoon``.
+``WorldTextures``, ``WorldCounts``, ``WorldOrientations`` and ``WorldDigits`` (scikit-learn's handwritten
+digits) have label spaces of their own; base-to-new averages over the five datasets, as in the papers.
+Generation happens when a loader is built, reuses a tree whose manifest matches, and is atomic and
+locked (``datasets/world_gen.py``).
 """
 from __future__ import annotations
 
@@ -15,12 +17,13 @@ from dassl.config import register_cfg_extension
 from dassl.data.datasets import DATASET_REGISTRY
 
 from .base import BenchmarkDataset
-from .world_gen import WORLD_DIR, WorldSpec, generate_world
+from .world_gen import WORLD_DIR, WorldSpec, prepare_task, split_file_name
+from .world_tasks import TASKS
 
 
 @register_cfg_extension
 def add_world_config(cfg) -> None:
-    """``DATASET.WORLD``: the generator's seed and images per class and domain in each split."""
+    """``DATASET.WORLD``: the generator's seed and images per class in each split."""
     default = WorldSpec()
     cfg.DATASET.WORLD = CN()
     cfg.DATASET.WORLD.SEED = default.seed
@@ -32,28 +35,25 @@ def add_world_config(cfg) -> None:
 def world_spec(cfg) -> WorldSpec:
     """The world a config asks for; a tree generated with another spec is regenerated."""
     world = cfg.DATASET.WORLD
-    for key in ("N_TRAIN", "N_VAL", "N_TEST"):
-        if world[key] < 1:
-            raise ValueError(f"DATASET.WORLD.{key} is {world[key]}; must be >= 1")
     return WorldSpec(seed=world.SEED, n_train=world.N_TRAIN, n_val=world.N_VAL, n_test=world.N_TEST)
 
 
-class WorldDomain(BenchmarkDataset):
-    """One rendering domain of the world; subclasses only name the domain."""
+class WorldDataset(BenchmarkDataset):
+    """One world task; subclasses name the task (``world_tasks.TASKS`` key)."""
 
-    domain = ""
-    template = "a photo of a {}."  # zero-shot prompt
+    task = ""
     image_dir = "images"
     required_paths = ("images",)
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        cls.dataset_dir = f"{WORLD_DIR}/{cls.domain}"
-        cls.split_file = f"split_world_{cls.domain}.json"
+        cls.dataset_dir = f"{WORLD_DIR}/{cls.task}"
+        cls.split_file = split_file_name(cls.task)
+        cls.template = TASKS[cls.task].template
 
     def __init__(self, cfg):
         # Generate (or validate against the manifest) before the base class checks the layout.
-        generate_world(osp.abspath(osp.expanduser(cfg.DATASET.ROOT)), world_spec(cfg))
+        prepare_task(osp.abspath(osp.expanduser(cfg.DATASET.ROOT)), self.task, world_spec(cfg))
         super().__init__(cfg)
 
     @classmethod
@@ -62,32 +62,77 @@ class WorldDomain(BenchmarkDataset):
 
 
 @DATASET_REGISTRY.register()
-class World(WorldDomain):
-    """Photo-like renderings: shading, texture, gradient backgrounds."""
+class World(WorldDataset):
+    """24 object shapes in photos (the ImageNet analogue)."""
 
-    domain = "photo"
+    task = "objects"
     short_name = "world"
 
 
 @DATASET_REGISTRY.register()
-class WorldSketch(WorldDomain):
-    """Coloured-pencil outlines on paper."""
+class WorldSketch(WorldDataset):
+    """The 24 shapes as coloured-pencil outlines on paper."""
 
-    domain = "sketch"
+    task = "objects_sketch"
     short_name = "world_sketch"
 
 
 @DATASET_REGISTRY.register()
-class WorldPainting(WorldDomain):
-    """Blurred brush strokes with uneven pigment."""
+class WorldPainting(WorldDataset):
+    """The 24 shapes as blurred brush strokes with uneven pigment."""
 
-    domain = "painting"
+    task = "objects_painting"
     short_name = "world_painting"
 
 
 @DATASET_REGISTRY.register()
-class WorldCartoon(WorldDomain):
-    """Flat colours with thick dark outlines on pastel backgrounds."""
+class WorldCartoon(WorldDataset):
+    """The 24 shapes in flat colours with thick dark outlines on pastel backgrounds."""
 
-    domain = "cartoon"
+    task = "objects_cartoon"
     short_name = "world_cartoon"
+
+
+@DATASET_REGISTRY.register()
+class WorldTextures(WorldDataset):
+    """10 full-frame texture patterns (the DTD analogue)."""
+
+    task = "textures"
+    short_name = "world_textures"
+
+
+@DATASET_REGISTRY.register()
+class WorldCounts(WorldDataset):
+    """How many copies of a small shape: one to six."""
+
+    task = "counts"
+    short_name = "world_counts"
+
+
+@DATASET_REGISTRY.register()
+class WorldOrientations(WorldDataset):
+    """Which of 8 directions an arrow points to."""
+
+    task = "orientations"
+    short_name = "world_orientations"
+
+
+@DATASET_REGISTRY.register()
+class WorldDigits(WorldDataset):
+    """scikit-learn's 8x8 handwritten digits (UCI), upscaled: the world's real images."""
+
+    task = "digits"
+    short_name = "world_digits"
+
+
+def task_of(short_name: str) -> str:
+    """The ``world_tasks.TASKS`` key of a world dataset's short name (its config file stem)."""
+    by_name = {cls.short_name: cls.task for cls in WorldDataset.__subclasses__()}
+    if short_name not in by_name:
+        raise KeyError(f"Unknown world dataset {short_name!r}; valid: {sorted(by_name)}")
+    return by_name[short_name]
+
+
+# Base-to-new averages over these (each with its own label space); World is also the cross-dataset source.
+BASE_TO_NEW = ("world", "world_textures", "world_counts", "world_orientations", "world_digits")
+DG_TARGETS = ("world_sketch", "world_painting", "world_cartoon")

@@ -1,162 +1,236 @@
-"""The embedded world on disk: class list, seed streams, and a CoOp-style tree written once and reused.
+"""The embedded world on disk: one CoOp-style tree per downstream dataset, written atomically under a lock.
 
 Layout under ``<root>/world/``::
 
-    manifest.json                              generator version, seed, sizes, classes
-    <domain>/images/<colour>_<shape>/NNNN.png  32x32 RGB
-    <domain>/split_world_<domain>.json         {"train"|"val"|"test": [[rel, label, classname], ...]}
+    <key>/manifest.json                   generator version, spec, class names (written last)
+    <key>/images/<class>/NNNN.png         RGB, spec.image_size square
+    <key>/split_world_<key>.json          {"train"|"val"|"test": [[rel, label, classname], ...]}
+    <key>/split_fewshot/                  the few-shot caches, made by the loader
+    .<key>.lock                           shared by every process using <key>, exclusive while writing it
 
-Each domain folder is a self-contained dataset folder (its own ``split_fewshot/`` cache next to it).
+A tree whose manifest differs from the requested one (older generator, other seed or sizes) is
+rebuilt in a temporary folder beside it and swapped in by renames, only while no other process holds
+the lock, so nobody ever reads a half-written or replaced tree. Each process keeps a shared lock on
+every tree it prepared until it exits.
 """
 from __future__ import annotations
 
+import errno
+import fcntl
+import glob
 import json
 import logging
 import os
 import os.path as osp
 import shutil
+import tempfile
+import zlib
 from dataclasses import asdict, dataclass
 
 import numpy as np
 from tqdm import tqdm
 
-from .world_render import COLOURS, DOMAINS, SHAPES, render_scene
+from .world_tasks import TASKS, WorldTask
 
 logger = logging.getLogger(__name__)
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 WORLD_DIR = "world"
 MANIFEST = "manifest.json"
 
-# Seed streams: every image has its own generator, seeded by (seed, stream, domain, class, index),
-# so images do not depend on generation order and the streams never overlap.
-STREAM_PROMPT_LEARNING = 0
-STREAM_PRETRAIN = 1
-STREAM_ZEROSHOT_CHECK = 2
+# Seed streams: every image has its own generator, seeded by (seed, stream, task, label, index), so
+# images do not depend on generation order and the streams never overlap. The pretraining corpus is
+# stream 1 (``world_corpus.STREAM_PRETRAIN``).
+STREAM_DATASETS = 0
+STREAM_CHECK = 2
 
 
 @dataclass(frozen=True)
 class WorldSpec:
-    """What a generated tree holds; the manifest stores it so a mismatch triggers regeneration."""
+    """What a generated tree holds; the manifest stores it, so a mismatch triggers regeneration."""
 
     seed: int = 0
     image_size: int = 32
-    n_train: int = 16  # per class and domain; 16 shots is the protocol's largest K
-    n_val: int = 4
-    n_test: int = 20
+    n_train: int = 32  # per class: the pool the few-shot subsets (up to 16 shots) are drawn from
+    n_val: int = 8
+    n_test: int = 100  # per class: one accuracy's sampling error is then about a point
     version: int = GENERATOR_VERSION
 
 
-def class_attributes() -> list[tuple[str, str]]:
-    """(colour, shape) per label: the checkerboard half first, so base and new classes are compositional.
-
-    Base/new subsampling keeps the first half of the labels as base. Putting the combinations with
-    even (colour index + shape index) first means every colour and every shape occurs in both halves,
-    and a new class is an unseen *combination* of seen attributes.
-    """
-    combos = [(ci, si) for ci in range(len(COLOURS)) for si in range(len(SHAPES))]
-    ordered = [c for c in combos if sum(c) % 2 == 0] + [c for c in combos if sum(c) % 2 == 1]
-    colours = list(COLOURS)
-    return [(colours[ci], SHAPES[si]) for ci, si in ordered]
+class WorldInUseError(RuntimeError):
+    """The tree must be regenerated, but another process is using it."""
 
 
-def class_names() -> list[str]:
-    """Class names by label, e.g. ``"red circle"``."""
-    return [f"{c} {s}" for c, s in class_attributes()]
+def task_id(key: str) -> int:
+    return zlib.crc32(key.encode())
 
 
-def image_rng(seed: int, stream: int, domain: str, label: int, index: int) -> np.random.Generator:
-    """The generator that draws one image."""
-    return np.random.default_rng([seed, stream, DOMAINS.index(domain), label, index])
+def image_rng(seed: int, stream: int, key: str, label: int, index: int) -> np.random.Generator:
+    """The generator that draws one image of a task."""
+    return np.random.default_rng([seed, stream, task_id(key), label, index])
 
 
-def split_path(root: str, domain: str) -> str:
-    """The CoOp-format split JSON of ``domain`` under data root ``root``."""
-    return osp.join(root, WORLD_DIR, domain, f"split_world_{domain}.json")
+def class_folder(classname: str) -> str:
+    return classname.replace(" ", "_")
 
 
-def _read_manifest(world_dir: str) -> dict | None:
-    path = osp.join(world_dir, MANIFEST)
-    if not osp.isfile(path):
-        return None
-    with open(path) as f:
-        try:
+def split_file_name(key: str) -> str:
+    return f"split_world_{key}.json"
+
+
+def expected_manifest(task: WorldTask, spec: WorldSpec) -> dict:
+    """The manifest a complete tree of ``task`` for ``spec`` carries."""
+    return {"task": task.key, "spec": asdict(spec), "classnames": task.classnames}
+
+
+def read_manifest(dataset_dir: str) -> dict | None:
+    try:
+        with open(osp.join(dataset_dir, MANIFEST)) as f:
             return json.load(f)
-        except json.JSONDecodeError:
-            logger.warning("Unreadable world manifest %s; regenerating", path)
-            return None
+    except (OSError, json.JSONDecodeError):
+        return None
 
 
-def expected_manifest(spec: WorldSpec) -> dict:
-    """The manifest a complete tree for ``spec`` carries."""
-    return {"spec": asdict(spec), "domains": list(DOMAINS), "classnames": class_names()}
+def check_spec(task: WorldTask, spec: WorldSpec) -> None:
+    """Refuse sizes a task cannot have, naming the config key."""
+    for key, value in (("N_TRAIN", spec.n_train), ("N_VAL", spec.n_val), ("N_TEST", spec.n_test)):
+        if value < 1:
+            raise ValueError(f"DATASET.WORLD.{key} is {value}; it must be >= 1")
+    if task.capacity is not None:
+        capacity = task.capacity()
+        total = spec.n_train + spec.n_val + spec.n_test
+        if total > capacity:
+            raise ValueError(f"world/{task.key} has {capacity} images per class; DATASET.WORLD.N_TRAIN + N_VAL + "
+                             f"N_TEST is {total}")
 
 
-def is_complete(root: str, spec: WorldSpec = WorldSpec()) -> bool:
-    """Whether ``<root>/world`` was generated with ``spec`` and every split file is there."""
-    world_dir = osp.join(root, WORLD_DIR)
-    if _read_manifest(world_dir) != expected_manifest(spec):
-        return False
-    return all(osp.isfile(split_path(root, d)) for d in DOMAINS)
+def render_class(task: WorldTask, spec: WorldSpec, label: int, indices: range, stream: int = STREAM_DATASETS
+                 ) -> list[np.ndarray]:
+    """uint8 images [H, W, 3] of one class, number ``indices`` of ``stream`` (the tree on disk is stream 0)."""
+    concept = task.classes[label][0]
+    return [np.asarray(task.draw(image_rng(spec.seed, stream, task.key, label, i), concept, i, spec.image_size))
+            for i in indices]
 
 
-def _write_domain(root: str, domain: str, spec: WorldSpec) -> None:
-    domain_dir = osp.join(root, WORLD_DIR, domain)
+def _write_tree(task: WorldTask, spec: WorldSpec, out_dir: str) -> None:
     splits: dict[str, list] = {"train": [], "val": [], "test": []}
-    counts = [("train", spec.n_train), ("val", spec.n_val), ("test", spec.n_test)]
-    for label, name in enumerate(tqdm(class_names(), desc=f"world/{domain}", leave=False)):
-        colour, shape = name.split(" ")
-        folder = f"{colour}_{shape}"
-        os.makedirs(osp.join(domain_dir, "images", folder), exist_ok=True)
+    counts = (("train", spec.n_train), ("val", spec.n_val), ("test", spec.n_test))
+    total = spec.n_train + spec.n_val + spec.n_test
+    for label, name in enumerate(tqdm(task.classnames, desc=f"world/{task.key}", leave=False)):
+        folder = class_folder(name)
+        os.makedirs(osp.join(out_dir, "images", folder))
+        concept = task.classes[label][0]
         index = 0
         for split, n in counts:
             for _ in range(n):
-                image, _attrs = render_scene(image_rng(spec.seed, STREAM_PROMPT_LEARNING, domain, label, index),
-                                             colour, shape, domain, spec.image_size)
+                image = task.draw(image_rng(spec.seed, STREAM_DATASETS, task.key, label, index), concept, index,
+                                  spec.image_size)
                 rel = f"{folder}/{index:04d}.png"
-                image.save(osp.join(domain_dir, "images", rel), optimize=False)
+                image.save(osp.join(out_dir, "images", rel))
                 splits[split].append([rel, label, name])
                 index += 1
-    with open(split_path(root, domain), "w") as f:
+        assert index == total
+    with open(osp.join(out_dir, split_file_name(task.key)), "w") as f:
         json.dump(splits, f, indent=1)
+    # the manifest goes last: a tree without one is never taken for complete
+    with open(osp.join(out_dir, MANIFEST), "w") as f:
+        json.dump(expected_manifest(task, spec), f, indent=1)
 
 
-def generate_world(root: str, spec: WorldSpec = WorldSpec()) -> str:
-    """Write the world under ``<root>/world`` unless a matching tree is there; return that folder."""
-    world_dir = osp.join(root, WORLD_DIR)
-    if is_complete(root, spec):
-        return world_dir
-    if osp.exists(world_dir):
-        logger.info("World at %s does not match %s; regenerating it", world_dir, spec)
-        shutil.rmtree(world_dir)
-    logger.info("Generating the world (%d classes x %d domains) under %s", len(class_names()), len(DOMAINS),
-                world_dir)
-    for domain in DOMAINS:
-        _write_domain(root, domain, spec)
-    # The manifest goes last: a tree interrupted mid-way has none and is regenerated next time.
-    with open(osp.join(world_dir, MANIFEST), "w") as f:
-        json.dump(expected_manifest(spec), f, indent=1)
-    return world_dir
+def _regenerate(world_dir: str, task: WorldTask, spec: WorldSpec) -> None:
+    """Build the tree in a temporary folder and swap it in (caller holds the exclusive lock)."""
+    target = osp.join(world_dir, task.key)
+    for stale in glob.glob(osp.join(world_dir, f".{task.key}.tmp-*")) + glob.glob(osp.join(world_dir,
+                                                                                           f".{task.key}.old-*")):
+        shutil.rmtree(stale, ignore_errors=True)  # left by a killed generator; only a lock holder writes here
+    if osp.exists(target):
+        logger.info("world/%s was generated with other parameters (%s); regenerating it for %s", task.key,
+                    (read_manifest(target) or {}).get("spec"), asdict(spec))
+    else:
+        logger.info("Generating world/%s (%d classes, %d + %d + %d images per class) under %s", task.key,
+                    len(task.classes), spec.n_train, spec.n_val, spec.n_test, world_dir)
+    tmp = tempfile.mkdtemp(prefix=f".{task.key}.tmp-", dir=world_dir)
+    try:
+        _write_tree(task, spec, tmp)
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; the tree is shared like any data folder
+        if osp.exists(target):
+            old = tempfile.mkdtemp(prefix=f".{task.key}.old-", dir=world_dir)
+            os.rename(target, osp.join(old, "tree"))
+            os.rename(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
-def render_pool(seed: int, stream: int, per_class: int, image_size: int = 32, domains=DOMAINS,
-                ) -> tuple[np.ndarray, list[int], list[dict]]:
-    """Render ``per_class`` images of every class in each domain in memory (pretraining and checks).
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
-    Returns uint8 images [N, H, W, 3], labels, and attribute dicts.
+
+def _try_flock(fd: int, mode: int) -> bool:
+    try:
+        fcntl.flock(fd, mode | fcntl.LOCK_NB)
+        return True
+    except OSError as e:
+        if e.errno in (errno.EAGAIN, errno.EACCES):
+            return False
+        raise
+
+
+_HELD: dict[str, int] = {}  # tree folder -> lock file descriptor this process holds shared
+
+
+def _release(target: str) -> None:
+    fd = _HELD.pop(target, None)
+    if fd is not None:
+        os.close(fd)  # closing drops the flock
+
+
+def prepare_task(root: str, key: str, spec: WorldSpec = WorldSpec()) -> str:
+    """Make sure ``<root>/world/<key>`` holds ``spec``'s tree and keep a shared lock on it; return the folder.
+
+    Raises ``WorldInUseError`` when the tree must change while another process uses it.
     """
-    images, labels, attrs = [], [], []
-    names = class_names()
-    total = len(domains) * len(names) * per_class
-    with tqdm(total=total, desc=f"render stream {stream}", leave=False) as bar:
-        for domain in domains:
-            for label, name in enumerate(names):
-                colour, shape = name.split(" ")
-                for i in range(per_class):
-                    image, a = render_scene(image_rng(seed, stream, domain, label, i), colour, shape, domain,
-                                            image_size)
-                    images.append(np.asarray(image))
-                    labels.append(label)
-                    attrs.append(a)
-                bar.update(per_class)
-    return np.stack(images), labels, attrs
+    if key not in TASKS:
+        raise KeyError(f"Unknown world dataset {key!r}; valid: {sorted(TASKS)}")
+    task = TASKS[key]
+    check_spec(task, spec)
+    world_dir = osp.join(root, WORLD_DIR)
+    target = osp.join(world_dir, key)
+    wanted = expected_manifest(task, spec)
+    if target in _HELD and read_manifest(target) == wanted:
+        return target
+    _release(target)  # this process may regenerate a tree it used before
+    os.makedirs(world_dir, exist_ok=True)
+    fd = os.open(osp.join(world_dir, f".{key}.lock"), os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        while True:
+            if _try_flock(fd, fcntl.LOCK_EX):
+                if read_manifest(target) != wanted:
+                    _regenerate(world_dir, task, spec)
+                fcntl.flock(fd, fcntl.LOCK_SH)  # not atomic: re-check that nobody regenerated in between
+            elif _try_flock(fd, fcntl.LOCK_SH):
+                if read_manifest(target) != wanted:
+                    raise WorldInUseError(
+                        f"{target} holds another world ({(read_manifest(target) or {}).get('spec')}) and another "
+                        f"process is using it, so it cannot be regenerated for {asdict(spec)} now; wait for that "
+                        "run to finish or use another DATASET.ROOT")
+            else:  # another process is writing the tree: wait for it, then look again
+                logger.info("Waiting for another process to finish writing %s", target)
+                fcntl.flock(fd, fcntl.LOCK_SH)
+            if read_manifest(target) == wanted:
+                _HELD[target] = fd
+                return target
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def is_complete(root: str, key: str, spec: WorldSpec = WorldSpec()) -> bool:
+    """Whether ``<root>/world/<key>`` holds the tree of ``spec``."""
+    return read_manifest(osp.join(root, WORLD_DIR, key)) == expected_manifest(TASKS[key], spec)

@@ -1,198 +1,219 @@
-"""The embedded world: deterministic generator, captions that describe the pixels, the shipped CLIP, and
-short demo-like runs that must beat zero-shot on the base classes."""
+"""The embedded world: datasets with their own label spaces, a corpus that is not the benchmark, and trees on
+disk that are deterministic, regenerated atomically and never under another process's feet."""
 from __future__ import annotations
 
-import colorsys
 import filecmp
-import logging
+import json
 import os
+import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from datasets.world_corpus import pretrain_sample
+from datasets.world_digits import digit_part
 from datasets.world_gen import (
-    STREAM_ZEROSHOT_CHECK,
+    MANIFEST,
+    WORLD_DIR,
+    WorldInUseError,
     WorldSpec,
-    class_attributes,
-    class_names,
-    generate_world,
-    image_rng,
-    render_pool,
-    split_path,
+    is_complete,
+    prepare_task,
+    split_file_name,
 )
-from datasets.world_render import COLOURS, DOMAINS, caption_for, render_scene
+from datasets.world_render import SHAPES, render_objects, shape_mask
+from datasets.world_tasks import OBJECT_SHAPES, TASKS
+from datasets.world_vocab import PATTERN_WORDS, SHAPE_WORDS, word_share
 
 REPO = Path(__file__).resolve().parents[1]
-CHECKPOINT = REPO / "assets" / "world_clip_vit.pt"
-SMALL = WorldSpec(n_train=1, n_val=1, n_test=1)
-# Floor for the shipped CLIP's zero-shot accuracy on the fixed sample (chance is 1/36 = 2.8%).
-ZEROSHOT_FLOOR = 15.0
+SMALL = WorldSpec(n_train=2, n_val=1, n_test=1)
 
 
 def _tree_files(folder: Path) -> list[str]:
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
 
 
-def test_generator_is_deterministic_and_reused(tmp_path: Path) -> None:
+def test_tree_is_deterministic_coop_format_and_reused(tmp_path: Path) -> None:
     a, b = tmp_path / "a", tmp_path / "b"
-    generate_world(str(a), SMALL)
-    generate_world(str(b), SMALL)
-    files = _tree_files(a / "world")
-    assert files == _tree_files(b / "world")
-    assert len([f for f in files if f.endswith(".png")]) == len(DOMAINS) * 36 * 3
-    _, mismatch, errors = filecmp.cmpfiles(a / "world", b / "world", files, shallow=False)
+    prepare_task(str(a), "orientations", SMALL)
+    prepare_task(str(b), "orientations", SMALL)
+    files = _tree_files(a / WORLD_DIR / "orientations")
+    assert files == _tree_files(b / WORLD_DIR / "orientations")
+    assert len([f for f in files if f.endswith(".png")]) == 8 * 4
+    _, mismatch, errors = filecmp.cmpfiles(a / WORLD_DIR / "orientations", b / WORLD_DIR / "orientations", files,
+                                           shallow=False)
     assert mismatch == [] and errors == []
+    split = json.loads((a / WORLD_DIR / "orientations" / split_file_name("orientations")).read_text())
+    assert {k: len(v) for k, v in split.items()} == {"train": 16, "val": 8, "test": 8}
+    rel, label, name = split["test"][0]
+    assert (a / WORLD_DIR / "orientations" / "images" / rel).is_file() and name == TASKS["orientations"].classnames[label]
 
-    # A matching tree is reused untouched; another spec regenerates it.
-    split = split_path(str(a), "photo")
-    stamp = os.stat(split).st_mtime_ns
-    generate_world(str(a), SMALL)
-    assert os.stat(split).st_mtime_ns == stamp
-    generate_world(str(a), WorldSpec(seed=1, n_train=1, n_val=1, n_test=1))
-    image = "world/photo/images/red_circle/0000.png"
+    # A matching tree is reused untouched (also by a later call in this process) ...
+    stamp = os.stat(a / WORLD_DIR / "orientations" / MANIFEST).st_mtime_ns
+    prepare_task(str(a), "orientations", SMALL)
+    assert os.stat(a / WORLD_DIR / "orientations" / MANIFEST).st_mtime_ns == stamp
+    # ... and another spec regenerates it, leaving no temporary folder behind.
+    other = WorldSpec(seed=1, n_train=2, n_val=1, n_test=1)
+    prepare_task(str(a), "orientations", other)
+    assert is_complete(str(a), "orientations", other) and not is_complete(str(a), "orientations", SMALL)
+    image = f"{WORLD_DIR}/orientations/images/up/0000.png"
     assert (a / image).read_bytes() != (b / image).read_bytes()
+    assert sorted(p.name for p in (a / WORLD_DIR).iterdir()) == [".orientations.lock", "orientations"]
 
 
-def test_splits_are_coop_format_with_compositional_base_and_new() -> None:
-    attributes = class_attributes()
-    base, new = attributes[:18], attributes[18:]
-    # Every colour and every shape occurs among both the base and the new classes ...
-    for index in (0, 1):
-        assert {a[index] for a in base} == {a[index] for a in new}
-    # ... but no combination is in both.
-    assert not set(base) & set(new)
-    assert class_names()[0] == "red circle"
+def test_interrupted_generation_keeps_the_old_tree(tmp_path: Path, monkeypatch) -> None:
+    prepare_task(str(tmp_path), "counts", SMALL)
+    before = _tree_files(tmp_path / WORLD_DIR / "counts")
+    task = TASKS["counts"]
+    calls = []
+
+    def failing_draw(*args):
+        calls.append(1)
+        if len(calls) > 5:
+            raise KeyboardInterrupt  # e.g. Ctrl-C half-way through
+        return task.draw(*args)
+
+    monkeypatch.setitem(TASKS, "counts", type(task)(task.key, task.classes, task.template, failing_draw))
+    with pytest.raises(KeyboardInterrupt):
+        prepare_task(str(tmp_path), "counts", WorldSpec(seed=5, n_train=2, n_val=1, n_test=1))
+    assert _tree_files(tmp_path / WORLD_DIR / "counts") == before
+    assert is_complete(str(tmp_path), "counts", SMALL)
+    assert sorted(p.name for p in (tmp_path / WORLD_DIR).iterdir()) == [".counts.lock", "counts"]
 
 
-def _dominant_colour(image: np.ndarray) -> str:
-    """The named colour most pixels are closest to, among clearly saturated pixels."""
-    hsv = np.array([colorsys.rgb_to_hsv(*(px / 255)) for px in image.reshape(-1, 3)])
-    saturated = hsv[(hsv[:, 1] > 0.5) & (hsv[:, 2] > 0.45)]
-    names = list(COLOURS)
-    centres = np.array([COLOURS[n] for n in names])
-    distance = np.abs(saturated[:, :1] - centres[None])
-    distance = np.minimum(distance, 1 - distance)  # hue is circular
-    votes = np.bincount(distance.argmin(1), minlength=len(names))
-    return names[int(votes.argmax())]
+_HOLDER = textwrap.dedent("""
+    import sys, time
+    from datasets.world_gen import WorldSpec, prepare_task
+    prepare_task(sys.argv[1], "counts", WorldSpec(n_train=2, n_val=1, n_test=1))
+    print("ready", flush=True)
+    sys.stdin.read()  # hold the tree until the test closes our stdin
+""")
 
 
-@pytest.mark.parametrize("domain", ["photo", "cartoon"])
-def test_captions_match_rendered_colour(domain: str) -> None:
-    agree, total = 0, 0
-    for label, (colour, shape) in enumerate(class_attributes()):
-        for index in range(2):
-            image, attrs = render_scene(image_rng(7, 0, domain, label, index), colour, shape, domain)
-            caption = caption_for(attrs, with_size=False)
-            assert caption == f"a {domain} of a {colour} {shape}"
-            agree += _dominant_colour(np.asarray(image)) == colour
-            total += 1
-    # Distractors are smaller than the object, but a thin crescent can lose the vote now and then.
-    assert agree / total >= 0.9, f"{agree}/{total} images are mostly the caption's colour"
+def test_tree_in_use_by_another_process_is_never_regenerated(tmp_path: Path) -> None:
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(tmp_path)], cwd=REPO, stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        # the same world is shared ...
+        prepare_task(str(tmp_path), "counts", SMALL)
+        # ... but another spec is refused, naming the way out, and the tree is untouched
+        with pytest.raises(WorldInUseError, match="another process is using it.*DATASET.ROOT"):
+            prepare_task(str(tmp_path), "counts", WorldSpec(seed=3, n_train=2, n_val=1, n_test=1))
+        assert is_complete(str(tmp_path), "counts", SMALL)
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    # once the other process is gone (its lock died with it), the tree is regenerated
+    prepare_task(str(tmp_path), "counts", WorldSpec(seed=3, n_train=2, n_val=1, n_test=1))
+    assert is_complete(str(tmp_path), "counts", WorldSpec(seed=3, n_train=2, n_val=1, n_test=1))
 
 
-def test_render_rejects_unknown_names() -> None:
+def test_bad_sizes_and_names_are_refused_with_the_valid_ones(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="DATASET.WORLD.N_TEST is 0"):
+        prepare_task(str(tmp_path), "counts", WorldSpec(n_test=0))
+    with pytest.raises(ValueError, match="world/digits has 1[34][0-9] images per class"):
+        prepare_task(str(tmp_path), "digits", WorldSpec(n_train=100, n_test=100))
+    with pytest.raises(KeyError, match="valid: .*'digits'"):
+        prepare_task(str(tmp_path), "digit", SMALL)
+    import datasets  # noqa: F401
+    from dassl.data.datasets import DATASET_REGISTRY
+
+    with pytest.raises(KeyError, match="WorldDigits"):
+        DATASET_REGISTRY.get("WorldDigit")
+
+
+def test_datasets_have_own_label_spaces_and_new_classes_are_new_concepts() -> None:
+    assert len({t.classes for t in TASKS.values()}) == 5  # the object domains share one label space
+    for key, task in TASKS.items():
+        concepts = [c for c, _ in task.classes]
+        assert len(set(concepts)) == len(concepts) and len(set(task.classnames)) == len(concepts)
+        half = (len(concepts) + 1) // 2
+        assert not set(concepts[:half]) & set(concepts[half:]), key
+        assert task.template.count("{}") == 1
+    # new object classes are shapes no base class has, not recombinations of base colours and shapes
+    assert len(OBJECT_SHAPES) == 24 and len(SHAPES) > len(OBJECT_SHAPES)
+    assert WorldSpec().n_test >= 100
+
+
+def test_class_names_fit_the_captions_unevenly() -> None:
+    """Some object and texture names are what the captions say, others are rare there (vocabulary gaps)."""
+    shares = {name: word_share(SHAPE_WORDS[shape], name) for shape, name in TASKS["objects"].classes}
+    assert shares["star"] == 1.0 and shares["circle"] >= 0.5
+    rare = [n for n, s in shares.items() if s < 0.1]
+    assert {"crescent", "rhombus", "trapezium"} <= set(rare) and len(rare) <= 8
+    adjectives = {name: word_share(PATTERN_WORDS[p][0], name) for p, name in TASKS["textures"].classes}
+    assert adjectives["striped"] > 0.5 and adjectives["chequered"] < 0.1 and adjectives["zigzagged"] == 0.0
+
+
+def test_corpus_is_seeded_varied_and_noisy() -> None:
+    first = [pretrain_sample(0, i) for i in range(120)]
+    again = pretrain_sample(0, 37)
+    assert np.array_equal(np.asarray(again[0]), np.asarray(first[37][0])) and again[1] == first[37][1]
+    captions = [c for _, c in first]
+    assert len(set(captions)) >= 100, "captions repeat too much for alt-text"
+    assert not any(c.startswith("a photo of a") and c.count(" ") == 4 for c in captions[:20])
+    assert any("photo" in c for c in captions) and any(c.split()[0] in ("untitled", "image", "photo", "img", "picture",
+                                                                        "file", "screenshot", "download")
+                                                       for c in captions)
+
+
+def test_pretraining_digits_are_disjoint_from_the_downstream_ones() -> None:
+    pre, down = digit_part("pretrain"), digit_part("downstream")
+    for digit in range(10):
+        seen = {g.tobytes() for g in pre[digit]}
+        assert len(pre[digit]) >= 25 and len(down[digit]) >= 140
+        assert not seen & {g.tobytes() for g in down[digit]}
+
+
+def test_renderer_draws_every_shape_and_rejects_unknown_names() -> None:
+    for shape in SHAPES:
+        area = np.asarray(shape_mask(shape, 64, 32, 32, 20, 0.3)).mean() / 255
+        assert 0.05 < area < 0.6, f"{shape} covers {area:.2f} of the canvas"
     rng = np.random.default_rng(0)
     with pytest.raises(ValueError, match="Unknown domain 'oil'"):
-        render_scene(rng, "red", "star", "oil")
+        render_objects(rng, [{"shape": "star", "colour": "red", "radius": 0.3}], "oil")
     with pytest.raises(ValueError, match="Unknown shape 'blob'"):
-        render_scene(rng, "red", "blob", "photo")
+        render_objects(rng, [{"shape": "blob", "colour": "red", "radius": 0.3}], "photo")
 
 
-def _zeroshot_module():
-    sys.path.insert(0, str(REPO / "tools"))
-    import pretrain_world_clip
+def test_loader_builds_base_and_new_from_the_config(tmp_path: Path) -> None:
+    import datasets  # noqa: F401
+    from dassl.config import get_cfg_default
+    from dassl.data.datasets import DATASET_REGISTRY
 
-    return pretrain_world_clip
+    cfg = get_cfg_default()
+    cfg.DATASET.ROOT = str(tmp_path)
+    cfg.DATASET.NAME = "World"
+    cfg.DATASET.WORLD.N_TRAIN, cfg.DATASET.WORLD.N_VAL, cfg.DATASET.WORLD.N_TEST = 2, 1, 1
+    cfg.DATASET.NUM_SHOTS, cfg.DATASET.SUBSAMPLE_CLASSES = 1, "new"
+    cls = DATASET_REGISTRY.get("World")
+    dataset = cls(cfg)
+    assert dataset.classnames == TASKS["objects"].classnames[12:]
+    assert len(dataset.train_x) == 12 and len(dataset.test) == 12
+    assert cls.template == "a photo of a {}."
+    assert (tmp_path / WORLD_DIR / "objects" / "split_fewshot" / "shot_1-seed_-1.pkl").is_file() or \
+        any((tmp_path / WORLD_DIR / "objects" / "split_fewshot").iterdir())
 
 
-def test_shipped_checkpoint_loads_and_classifies_zero_shot() -> None:
+def test_shipped_checkpoint_loads_within_the_size_budget() -> None:
     import clip
 
-    assert CHECKPOINT.is_file(), f"{CHECKPOINT} is missing; see assets/README.md"
-    assert CHECKPOINT.stat().st_size < 20 * 2**20
-    model = clip.load(str(CHECKPOINT))
+    checkpoint = REPO / "assets" / "world_clip_vit.pt"
+    assert checkpoint.is_file(), f"{checkpoint} is missing; see assets/README.md"
+    assert checkpoint.stat().st_size <= 20 * 2**20
+    model = clip.load(str(checkpoint))
     assert model.image_size == 32 and model.visual_kind == "vit"
-    images, labels, _ = render_pool(0, STREAM_ZEROSHOT_CHECK, per_class=1, domains=("photo",))
-    accuracy = _zeroshot_module().zeroshot_accuracy(model, images, labels)
-    assert accuracy >= ZEROSHOT_FLOOR, f"zero-shot accuracy {accuracy:.1f}% < floor {ZEROSHOT_FLOOR}%"
 
 
-# ----- short demo-like runs: each trainer must beat zero-shot on the base classes -----
+@pytest.mark.parametrize("trainer", ["ZeroshotCLIP", "CoOp", "CoCoOp", "GOPro"])
+def test_world_configs_never_flip_training_images(trainer: str) -> None:
+    """A mirrored arrow points the other way: a flip would give world_orientations wrong labels."""
+    import yaml
 
-RUN_SPEC = WorldSpec(n_train=8, n_val=1, n_test=6)
-
-
-@pytest.fixture(scope="module")
-def run_root(tmp_path_factory) -> str:
-    root = str(tmp_path_factory.mktemp("world_runs"))
-    generate_world(root, RUN_SPEC)
-    return root
-
-
-def _base_accuracy(trainer_name: str, root: str, output: str, opts: list[str]) -> float:
-    import datasets.world  # noqa: F401  (registers the loaders until datasets/__init__ imports it)
-    import train
-    import trainers  # noqa: F401
-    from dassl.engine import build_trainer
-
-    argv = ["--root", root, "--seed", "1", "--trainer", trainer_name, "--output-dir", output,
-            "--dataset-config-file", str(REPO / "configs/datasets/world.yaml"),
-            "--config-file", str(REPO / f"configs/trainers/{trainer_name}/world.yaml"),
-            "MODEL.BACKBONE.NAME", str(CHECKPOINT), "DATASET.SUBSAMPLE_CLASSES", "base",
-            "DATASET.WORLD.N_TRAIN", str(RUN_SPEC.n_train), "DATASET.WORLD.N_VAL", str(RUN_SPEC.n_val),
-            "DATASET.WORLD.N_TEST", str(RUN_SPEC.n_test), "TEST.NO_TEST", "True", *opts]
-    cfg = train.setup_cfg(train.build_parser().parse_args(argv))
-    import torch
-
-    root_logger = logging.getLogger()
-    saved_handlers, saved_stdout, saved_threads = list(root_logger.handlers), sys.stdout, torch.get_num_threads()
-    # One thread: next to another busy process a 2-thread run on 2 cores stalls (measured 1.0-3.5 s/step
-    # for GOPro and CoCoOp against about 0.2 s/step on one thread), which would blow this file's time budget.
-    torch.set_num_threads(1)
-    try:
-        from dassl.utils import set_random_seed
-
-        set_random_seed(1)
-        trainer = build_trainer(cfg)
-        if trainer_name != "ZeroshotCLIP":
-            trainer.train()
-        return float(trainer.test())
-    finally:
-        for handler in [h for h in root_logger.handlers if h not in saved_handlers]:
-            root_logger.removeHandler(handler)
-        sys.stdout = saved_stdout
-        torch.set_num_threads(saved_threads)
-
-
-@pytest.fixture(scope="module")
-def zeroshot_base(run_root, tmp_path_factory) -> float:
-    return _base_accuracy("ZeroshotCLIP", run_root, str(tmp_path_factory.mktemp("zs")), [])
-
-
-# Measured on this world with the shipped CLIP (8 shots, lr 0.002, base test 108 images, so one image is
-# 0.9 points); zero-shot 46.3 %, whatever the seed.
-#   Public init, seed 1, 3 epochs: CoOp 50.0, CoCoOp 39.8, GOPro 40.7; 5 epochs: CoOp 48.1, CoCoOp 38.0, GOPro 42.6.
-# At that init the image-conditioned shift (CoCoOp's meta-net; GOPro's projectors through rho) has norm 2.4 / 3.1
-# next to 0.17-0.21 for the "a photo of a" token embeddings, so the prompt starts far from the hand-written one.
-# The world configs zero-initialise it (TRAINER.COCOOP.ZERO_INIT_META, TRAINER.GOPRO.ZERO_INIT_SHIFT); with the
-# demo's schedule (5 epochs), seeds 1 / 2 / 3:
-#   CoOp 48.1 / 49.1 / 47.2, CoCoOp 49.1 / 48.1 / 50.0; GOPro (AugMix severity 1, as the public code)
-#   46.3 / 49.1 / 43.5 (mean 46.3 = zero-shot).
-# CoOp and CoCoOp beat zero-shot on every seed. GOPro does not on seeds 1 and 3, so that is not claimed; its
-# test below checks what holds on every seed measured: the short run stays within 5 points of zero-shot
-# (43.5 at worst), which the public init (40.7 / 42.6) does not.
-
-
-@pytest.mark.parametrize("trainer_name", ["CoOp", "CoCoOp"])
-def test_short_run_beats_zero_shot_on_base(trainer_name, run_root, zeroshot_base, tmp_path) -> None:
-    accuracy = _base_accuracy(trainer_name, run_root, str(tmp_path), ["DATASET.NUM_SHOTS", "8"])
-    assert accuracy > 5 * 100 / 18, f"{trainer_name}: {accuracy:.1f}% is near chance on 18 base classes"
-    assert accuracy > zeroshot_base, f"{trainer_name}: {accuracy:.1f}% after training vs {zeroshot_base:.1f}% zero-shot"
-
-
-def test_gopro_short_run_stays_near_zero_shot_on_base(run_root, zeroshot_base, tmp_path) -> None:
-    accuracy = _base_accuracy("GOPro", run_root, str(tmp_path), ["DATASET.NUM_SHOTS", "8"])
-    assert accuracy > 5 * 100 / 18, f"GOPro: {accuracy:.1f}% is near chance on 18 base classes"
-    assert accuracy >= zeroshot_base - 5.0, f"GOPro: {accuracy:.1f}% after training vs {zeroshot_base:.1f}% zero-shot"
+    config = yaml.safe_load((REPO / "configs" / "trainers" / trainer / "world.yaml").read_text())
+    assert "random_flip" not in config["INPUT"]["TRANSFORMS"]
+    assert config["MODEL"]["BACKBONE"]["NAME"] == "assets/world_clip_vit.pt"

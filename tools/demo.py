@@ -34,7 +34,8 @@ from tqdm import tqdm
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from datasets.world_gen import generate_world  # noqa: E402
+from datasets.world import task_of  # noqa: E402
+from datasets.world_gen import prepare_task  # noqa: E402
 
 logger = logging.getLogger("demo")
 
@@ -178,7 +179,9 @@ def main(argv: list[str] | None = None) -> None:
         shutil.rmtree(args.output)
     os.makedirs(args.output, exist_ok=True)
     start = time.time()
-    logger.info("World data under %s", generate_world(osp.abspath(args.data)))
+    # Generated here once (and held shared), so parallel chains never race to write the same tree.
+    for name in (SOURCE, *TARGETS):
+        logger.info("World data: %s", prepare_task(osp.abspath(args.data), task_of(name)))
     trainers = tuple(t.strip() for t in args.trainers.split(",") if t.strip())
     if args.jobs < 1:
         raise SystemExit(f"demo: --jobs is {args.jobs}; it must be >= 1")
