@@ -224,6 +224,7 @@ def run_locked(args: argparse.Namespace, cfg) -> None:
     from dassl.engine import build_trainer
     from dassl.engine.distributed import is_main_process
     from dassl.engine.run_state import ConfigMismatchError, DataMismatchError, holds_checkpoints
+    from dassl.engine.trainer import check_resumable_config
     from dassl.utils import (
         atomic_write_text,
         collect_env_info,
@@ -257,6 +258,8 @@ def run_locked(args: argparse.Namespace, cfg) -> None:
         atomic_write_text(osp.join(cfg.OUTPUT_DIR, "config.yaml"), cfg.dump())
 
     try:
+        if not args.eval_only and not args.no_train:
+            check_resumable_config(cfg)  # before the data: building it may regenerate a shared tree
         trainer = build_trainer(cfg)
         if args.eval_only:
             evaluate_saved_model(trainer, args.model_dir, args.load_epoch)

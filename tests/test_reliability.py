@@ -360,3 +360,21 @@ def test_redirected_output_gets_log_lines_and_no_progress_bars(toy_root, tmp_pat
     captured = capsys.readouterr()  # neither stream is a terminal here
     assert "epoch [1/1] batch [3/3]" in captured.out
     assert "epoch 1/1" not in captured.err and "eval test" not in captured.err
+
+
+def test_a_refused_resume_never_regenerates_the_world_tree(tmp_path):
+    """A changed DATASET.WORLD.* is refused before the data is built: the shared tree and its few-shot splits stay."""
+    from datasets.world_gen import MANIFEST, WORLD_DIR
+
+    world = ["DATASET.NAME", "WorldCounts", "DATASET.NUM_SHOTS", "1",
+             "DATASET.WORLD.N_TRAIN", "2", "DATASET.WORLD.N_VAL", "1", "DATASET.WORLD.N_TEST", "1"]  # fmt: skip
+    root, out = str(tmp_path / "data"), str(tmp_path / "run")
+    run_main(train_argv(root, out, max_epoch=1, extra=world))
+    tree = tmp_path / "data" / WORLD_DIR / "counts"
+    stamp = os.stat(tree / MANIFEST).st_mtime_ns
+    fewshot = sorted(p.name for p in (tree / "split_fewshot").iterdir())
+    assert fewshot
+    with pytest.raises(ConfigMismatchError, match=r"DATASET\.WORLD\.SEED"):
+        run_main(train_argv(root, out, max_epoch=1, extra=[*world, "DATASET.WORLD.SEED", "7"]))
+    assert os.stat(tree / MANIFEST).st_mtime_ns == stamp
+    assert sorted(p.name for p in (tree / "split_fewshot").iterdir()) == fewshot

@@ -63,7 +63,7 @@ from .run_state import (
     restore_rng_state,
 )
 
-__all__ = ["TrainerBase", "SimpleTrainer", "TrainerX"]
+__all__ = ["TrainerBase", "SimpleTrainer", "TrainerX", "check_resumable_config"]
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +79,40 @@ def _progress_disabled() -> bool | None:
 def _default_flat() -> dict:
     """The default config as flat keys: the value a key had in a run recorded before the key existed."""
     return config_fingerprint(get_cfg_default())[1]
+
+
+def check_config_record(directory: str, cfg, warn_unchecked: bool = True) -> None:
+    """Refuse to resume ``directory`` unless its config.yaml matches ``cfg`` in the keys that shape learning."""
+    record = osp.join(directory, CONFIG_RECORD)
+    if not osp.isfile(record):
+        if cfg.TRAIN.get("RESUME_UNCHECKED", False):
+            if warn_unchecked:
+                logger.warning(f'Resuming "{directory}" without a config check: it has no {CONFIG_RECORD} '
+                               "(TRAIN.RESUME_UNCHECKED True)")
+            return
+        raise ConfigMismatchError(
+            f'Refusing to resume: "{directory}" holds checkpoints but no {CONFIG_RECORD} to check this '
+            "config against (a folder written by upstream Dassl?). Set TRAIN.RESUME_UNCHECKED True to "
+            "resume it anyway, or use another --output-dir."
+        )
+    try:
+        with open(record) as f:
+            saved = CfgNode.load_cfg(f)
+    except Exception as err:  # noqa: BLE001 - any unreadable record means "cannot check"
+        raise ConfigMismatchError(f'Refusing to resume: cannot read "{record}" ({err})') from err
+    check_same_config(config_fingerprint(saved)[1], config_fingerprint(cfg)[1], record, _default_flat())
+
+
+def check_resumable_config(cfg) -> None:
+    """Refuse a training run that would resume a folder made with another config, before any data is built.
+
+    Building the data may regenerate a shared tree (``DATASET.WORLD.*``), so a refused run must stop first.
+    It checks what ``SimpleTrainer.resume_run_if_exist`` checks first: ``RESUME`` (else ``OUTPUT_DIR``)
+    against its config.yaml when it holds checkpoints; the data fingerprint is checked there, with the data.
+    """
+    directory = cfg.RESUME or cfg.OUTPUT_DIR
+    if holds_checkpoints(directory):
+        check_config_record(directory, cfg, warn_unchecked=False)  # the resume itself warns
 
 
 class TrainerBase:
@@ -492,7 +526,7 @@ class SimpleTrainer(TrainerBase):
         if not holds_checkpoints(directory):
             self._write_config_record()
             return 0
-        self._check_config_record(directory)
+        check_config_record(directory, self.cfg)
         if not holds_checkpoints(self.output_dir):  # resuming another folder's run (RESUME) into a new one
             self._write_config_record()
         path = last_checkpoint_path(directory)
@@ -529,26 +563,6 @@ class SimpleTrainer(TrainerBase):
     def _write_config_record(self) -> None:
         if is_main_process():
             atomic_write_text(osp.join(self.output_dir, CONFIG_RECORD), self.cfg.dump())
-
-    def _check_config_record(self, directory: str) -> None:
-        """Refuse to resume ``directory`` unless its config.yaml matches this config in the keys that shape learning."""
-        record = osp.join(directory, CONFIG_RECORD)
-        if not osp.isfile(record):
-            if self.cfg.TRAIN.get("RESUME_UNCHECKED", False):
-                logger.warning(f'Resuming "{directory}" without a config check: it has no {CONFIG_RECORD} '
-                               "(TRAIN.RESUME_UNCHECKED True)")
-                return
-            raise ConfigMismatchError(
-                f'Refusing to resume: "{directory}" holds checkpoints but no {CONFIG_RECORD} to check this '
-                "config against (a folder written by upstream Dassl?). Set TRAIN.RESUME_UNCHECKED True to "
-                "resume it anyway, or use another --output-dir."
-            )
-        try:
-            with open(record) as f:
-                saved = CfgNode.load_cfg(f)
-        except Exception as err:  # noqa: BLE001 - any unreadable record means "cannot check"
-            raise ConfigMismatchError(f'Refusing to resume: cannot read "{record}" ({err})') from err
-        check_same_config(config_fingerprint(saved)[1], config_fingerprint(self.cfg)[1], record, _default_flat())
 
     # ----- stop requests and non-finite losses -----
 
