@@ -133,6 +133,9 @@ _C.TRAIN.PRINT_FREQ = 10
 _C.TRAIN.COUNT_ITER = "train_x"  # train_x | train_u | smaller_one
 # Off: a non-finite loss stops the run. On: the step is skipped and counted.
 _C.TRAIN.SKIP_NONFINITE = False
+# GiB that a step of an image-conditioned method (CoCoOp, GOPro) may use; None = no limit. When set, the
+# text tower runs its (image, class) prompts in checkpointed chunks sized to fit; same losses and gradients.
+_C.TRAIN.MEMORY_BUDGET_GB = None
 
 ###########################
 # Test

@@ -49,6 +49,7 @@ RUN_LOCAL_KEYS = (
     "TRAIN.PRINT_FREQ",
     "TRAIN.CHECKPOINT_FREQ",
     "TRAIN.SKIP_NONFINITE",
+    "TRAIN.MEMORY_BUDGET_GB",
     "TEST",
 )
 # Under TEST, these change what a run saves and deploys (model-best or not), so they do block a resume.
