@@ -127,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "torch.profiler and print the top operators to stderr")
     parser.add_argument("--json", action="store_true", help="print only the JSON lines on stdout")
     parser.add_argument("--verbose", action="store_true", help="show the engine's INFO logs")
+    parser.add_argument("--table", metavar="JSONL", default=None, help="print the records of a file of JSON lines "
+                        "(this tool's output) as one Markdown table per precision, and exit")
     parser.add_argument("--phase", choices=PHASES, default=None, help="internal: run one phase of one trainer "
                         "in this process and print its JSON (the parent runs each phase in a fresh process)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides as KEY VALUE pairs")
@@ -636,11 +638,57 @@ def merge_phases(results: dict[str, dict]) -> dict:
     return merged
 
 
+# ---------------------------------------------------------------- tables
+
+TABLE_COLUMNS = (  # (header, record key, format)
+    ("trainer", "trainer", "{}"),
+    ("classes", "classes", "{}"),
+    ("budget GB", "memory_budget_gb", "{:g}"),
+    ("train step s", "train_step_s", "{:.3f}"),
+    ("necessary s", "necessary_s", "{:.3f}"),
+    ("step ÷ necessary", "step_over_necessary", "{:.2f}"),
+    ("eval s / image", "eval_s_per_image", "{:.3f}"),
+    ("peak RSS train MB", "peak_rss_mb_train", "{:.0f}"),
+    ("peak RSS eval MB", "peak_rss_mb_eval", "{:.0f}"),
+    ("peak GPU train MB", "peak_cuda_train_mb", "{:.0f}"),
+    ("peak GPU eval MB", "peak_cuda_eval_mb", "{:.0f}"),
+    ("epoch ratio", "epoch_ratio", "{:.2f}"),
+    ("load (1 min)", "load_avg_train", "{}"),
+)
+
+
+def markdown_tables(records: list[dict]) -> str:
+    """One Markdown table per resolved precision; a column nobody measured is left out, a missing figure is '—'."""
+    out = []
+    for prec in dict.fromkeys(r.get("prec") for r in records):
+        rows = [r for r in records if r.get("prec") == prec]
+        columns = [c for c in TABLE_COLUMNS if any(r.get(c[1]) is not None for r in rows)]
+        first = rows[0]
+        out.append(f"{prec} on {first.get('device')}, {first.get('threads')} threads, "
+                   f"{first.get('cpu_model', '')} ({', '.join(first.get('cpu_flags', []))})\n")
+        out.append("| " + " | ".join(c[0] for c in columns) + " |")
+        out.append("|" + "---|" * len(columns))
+        for r in rows:
+            cells = []
+            for _, key, fmt in columns:
+                value = r.get(key)
+                if key == "load_avg_train":
+                    value = (value or r.get("load_avg_eval") or [[None]])[0][0]
+                cells.append("—" if value is None else fmt.format(value))
+            out.append("| " + " | ".join(cells) + " |")
+        out.append("")
+    return "\n".join(out)
+
+
 # ---------------------------------------------------------------- entry point
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.table:
+        with open(args.table) as f:
+            print(markdown_tables([json.loads(line) for line in f if line.startswith("{")]))
+        return 0
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
