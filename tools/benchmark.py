@@ -11,17 +11,30 @@ on a generated CoOp-layout dataset (Describable Textures layout, N classes of si
   class prompts' length, through the same ``encode_prompts``; step, image and text runs alternate, so load from
   other processes hits all three alike;
 - ``eval_s_per_image``: median seconds per image of ``trainer.model_inference`` on a batch of 8 test images;
-- ``peak_rss_mb``: peak resident memory of the training phase; training and evaluation each run in their own
-  process (``--phase``), so ``peak_rss_train_mb`` and ``peak_rss_eval_mb`` are separate.
+- ``peak_rss_mb_train`` / ``peak_rss_mb_eval``: peak resident memory of each phase; training and evaluation
+  each run in their own process (``--phase``), so the two are separate (also as ``peak_rss_{train,eval}_mb``);
+- ``epoch_ratio`` (``--end-to-end``): a whole epoch through the real DataLoader (decode, views in the
+  workers, collate, step) on larger JPEGs, divided by (its steps x ``train_step_s``); null otherwise.
 
 The fixed batch is moved to the device before timing (host-to-device copies are not timed); ``*_cpu_s`` keys
-give process CPU seconds next to the wall ones. ``step_over_necessary`` = train_step_s / (image + text tower).
+give process CPU seconds next to the wall ones. ``necessary_s`` = image + text tower, both under the trainer's
+precision (``prec``: the resolved one; ``--precision auto`` resolves as ``PREC auto`` does);
+``step_over_necessary`` = train_step_s / necessary_s. ``cpu_flags`` lists the CPU features that decide the
+kernels (AVX-512, bf16, AMX), ``cpu_model`` the CPU, ``load_avg_*`` the load around each phase.
+With ``--memory-budget-gb`` (``TRAIN.MEMORY_BUDGET_GB``) the necessary text work is run in the same chunks the
+step uses, each forward + backward once (no recomputation), so the ratio shows what checkpointing costs.
+
+Every registered trainer can be benchmarked (``--trainer all``): the tool reads only the trainer's
+``CFG_NODE`` (for PREC) and the model contract (``step_work``, ``clip``, ``class_prompts``,
+``prompt_learner.ctx``); an evaluation-only trainer (``EVAL_ONLY``) runs the eval phase only.
 
 Examples:
     python tools/benchmark.py --trainer GOPro --classes 10 --batch-size 4 --steps 4 --warmup 1 --json
     python tools/benchmark.py --trainer all --json
     python tools/benchmark.py --trainer GOPro --phases eval --eval-classes 1000 --steps 1 --warmup 0 --json
     python tools/benchmark.py --device cuda --precision bf16 --trainer all --json
+    python tools/benchmark.py --trainer GOPro --precision auto --end-to-end --json
+    python tools/benchmark.py --trainer CoCoOp --classes 1000 --phases train --memory-budget-gb 12 --json
 
 Without ``--backbone`` the backbone is a random CLIP with OpenAI ViT-B/16's dimensions built in memory;
 ``--backbone`` takes anything ``clip.load`` takes (an OpenAI name with its weights cached, or a checkpoint path).
@@ -57,11 +70,21 @@ from PIL import Image  # noqa: E402
 
 logger = logging.getLogger("benchmark")
 
-TRAINERS = ("GOPro", "CoOp", "CoCoOp")
 RANDOM_BACKBONE = "random ViT-B/16"
 PHASES = ("train", "eval")
 DATASET_NAME = "DescribableTextures"  # the generated tree follows its CoOp layout
 DATASET_DIR, IMAGE_DIR, SPLIT_FILE = "dtd", "images", "split_zhou_DescribableTextures.json"
+SMALL_IMAGE_PX, EPOCH_IMAGE_PX = 48, 320  # generated JPEG side: timing a fixed batch / whole epochs (decode)
+# CPU features reported with every record: what decides torch's CPU kernels for fp32 and bf16.
+REPORTED_CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8")
+
+
+def registered_trainers() -> dict[str, type]:
+    """Every trainer the ``trainers`` package registers, by name."""
+    import trainers  # noqa: F401  (registers the trainers)
+    from dassl.engine import TRAINER_REGISTRY
+
+    return {name: TRAINER_REGISTRY.get(name) for name in TRAINER_REGISTRY.registered_names()}
 
 
 # ---------------------------------------------------------------- command line
@@ -76,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--backbone", default="", help="clip.load name or checkpoint path; default: a random "
                         "ViT-B/16-dims CLIP built in memory")
     parser.add_argument("--trainer", nargs="+", default=["GOPro"],
-                        help=f"trainer names, or 'all' ({', '.join(TRAINERS)})")
+                        help="trainer names, or 'all' (every registered trainer)")
     parser.add_argument("--classes", type=int, default=10, help="number of classes of the training dataset")
     parser.add_argument("--batch-size", type=int, default=4, help="training batch size (TRAIN_X.BATCH_SIZE)")
     parser.add_argument("--steps", type=int, default=4, help="timed training steps (and evaluation repeats)")
@@ -87,8 +110,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--name-tokens", type=int, default=1, help="BPE tokens per generated class name")
     parser.add_argument("--phases", default="train,eval", help="comma-separated phases to run: train, eval")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (the engine picks which GPU)")
-    parser.add_argument("--precision", default=None, choices=("auto", "fp32", "fp16", "amp", "bf16"),
-                        help="TRAINER.<T>.PREC (default: fp32 on CPU, bf16 on CUDA; auto = bf16 where fast)")
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "fp16", "amp", "bf16"),
+                        help="TRAINER.<T>.PREC (default auto, as the trainers: bf16 where fast, else fp32)")
+    parser.add_argument("--memory-budget-gb", type=float, default=None,
+                        help="TRAIN.MEMORY_BUDGET_GB (default: unset, no limit)")
+    parser.add_argument("--end-to-end", action="store_true", help="also time whole epochs through the real "
+                        "DataLoader and report epoch_ratio")
+    parser.add_argument("--epoch-steps", type=int, default=8, help="steps per end-to-end epoch")
+    parser.add_argument("--workers", type=int, default=None, help="DATALOADER.NUM_WORKERS for --end-to-end "
+                        "(default: the trainer config's)")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     parser.add_argument("--seed", type=int, default=0, help="seed for the random backbone, data and learner")
     parser.add_argument("--config-file", default="", help="trainer config file (default: "
@@ -97,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "torch.profiler and print the top operators to stderr")
     parser.add_argument("--json", action="store_true", help="print only the JSON lines on stdout")
     parser.add_argument("--verbose", action="store_true", help="show the engine's INFO logs")
+    parser.add_argument("--table", metavar="JSONL", default=None, help="print the records of a file of JSON lines "
+                        "(this tool's output) as one Markdown table per precision, and exit")
     parser.add_argument("--phase", choices=PHASES, default=None, help="internal: run one phase of one trainer "
                         "in this process and print its JSON (the parent runs each phase in a fresh process)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides as KEY VALUE pairs")
@@ -105,21 +137,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = build_parser().parse_args(argv)
-    names = TRAINERS if "all" in args.trainer else tuple(args.trainer)
-    unknown = [n for n in names if n not in TRAINERS]
+    registered = registered_trainers()
+    names = tuple(registered) if "all" in args.trainer else tuple(args.trainer)
+    unknown = [n for n in names if n not in registered]
     if unknown:
-        raise SystemExit(f"benchmark: unknown trainer(s) {unknown}; choose from {', '.join(TRAINERS)} or 'all'")
+        raise SystemExit(f"benchmark: unknown trainer(s) {unknown}; choose from {', '.join(registered)} or 'all'")
     args.trainer = list(names)
     args.phases = [p.strip() for p in args.phases.split(",") if p.strip()]
     if not args.phases or any(p not in PHASES for p in args.phases):
         raise SystemExit(f"benchmark: --phases must list some of {', '.join(PHASES)}")
     if args.eval_classes is None:
         args.eval_classes = args.classes
-    if min(args.classes, args.eval_classes, args.batch_size, args.steps, args.eval_images, args.name_tokens) < 1:
-        raise SystemExit("benchmark: --classes, --eval-classes, --batch-size, --steps, --eval-images and "
-                         "--name-tokens must be >= 1")
-    if args.precision is None:
-        args.precision = "fp32" if torch.device(args.device).type == "cpu" else "bf16"
+    if min(args.classes, args.eval_classes, args.batch_size, args.steps, args.eval_images, args.name_tokens,
+           args.epoch_steps) < 1:
+        raise SystemExit("benchmark: --classes, --eval-classes, --batch-size, --steps, --eval-images, "
+                         "--name-tokens and --epoch-steps must be >= 1")
+    if args.memory_budget_gb is not None and args.memory_budget_gb <= 0:
+        raise SystemExit("benchmark: --memory-budget-gb must be > 0")
     return args
 
 
@@ -153,6 +187,18 @@ def _proc_status_kb(field: str) -> int | None:
 
 def load_average() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
+
+
+def machine() -> dict:
+    """The CPU model and the reported feature flags it has (from /proc/cpuinfo; empty elsewhere)."""
+    from dassl.engine.precision import cpu_flags
+
+    model = ""
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+    flags = cpu_flags()
+    return {"cpu_model": model, "cpu_flags": [f for f in REPORTED_CPU_FLAGS if f in flags],
+            "cpu_count": os.cpu_count()}
 
 
 def synchronize(device: torch.device) -> None:
@@ -215,8 +261,9 @@ def class_names(n: int, tokens_per_name: int) -> list[str]:
     return [" ".join(picked[i * tokens_per_name : (i + 1) * tokens_per_name]) for i in range(n)]
 
 
-def write_dataset(root: str, names: list[str], train_per_class: int, test_per_class: int, seed: int) -> None:
-    """A Describable-Textures-layout tree: one folder of small noise JPEGs per class and the split JSON."""
+def write_dataset(root: str, names: list[str], train_per_class: int, test_per_class: int, seed: int,
+                  image_px: int = SMALL_IMAGE_PX) -> None:
+    """A Describable-Textures-layout tree: one folder of noise JPEGs per class and the split JSON."""
     rng = np.random.default_rng(seed)
     per_class = max(train_per_class, test_per_class)
     split: dict[str, list] = {"train": [], "val": [], "test": []}
@@ -226,7 +273,7 @@ def write_dataset(root: str, names: list[str], train_per_class: int, test_per_cl
         files = []
         for i in range(per_class):
             rel = f"{folder}/{i}.jpg"
-            pixels = rng.integers(0, 256, (48, 48, 3), dtype=np.uint8)
+            pixels = rng.integers(0, 256, (image_px, image_px, 3), dtype=np.uint8)
             Image.fromarray(pixels).save(osp.join(root, DATASET_DIR, IMAGE_DIR, rel), quality=85)
             files.append(rel)
         split["train"] += [[rel, label, name] for rel in files[:train_per_class]]
@@ -281,11 +328,13 @@ def build_cfg(args: argparse.Namespace, trainer_name: str, data_root: str, outpu
 
     cfg = get_cfg_default()
     config_file = args.config_file or str(REPO / "configs" / "trainers" / trainer_name / "vit_b16.yaml")
-    merge_from_file_checked(cfg, config_file)
+    if args.config_file or osp.isfile(config_file):  # a trainer without a ViT-B/16 config runs on the defaults
+        merge_from_file_checked(cfg, config_file)
     cfg.TRAINER.NAME = trainer_name
-    from dassl.engine import TRAINER_REGISTRY
-
-    cfg.TRAINER[TRAINER_REGISTRY.get(trainer_name).CFG_NODE].PREC = args.precision
+    node = registered_trainers()[trainer_name].CFG_NODE
+    if node in cfg.TRAINER and "PREC" in cfg.TRAINER[node]:
+        cfg.TRAINER[node].PREC = args.precision
+    cfg.TRAIN.MEMORY_BUDGET_GB = args.memory_budget_gb
     cfg.MODEL.BACKBONE.NAME = args.backbone or RANDOM_BACKBONE
     cfg.DATASET.NAME = DATASET_NAME
     cfg.DATASET.ROOT = data_root
@@ -293,7 +342,10 @@ def build_cfg(args: argparse.Namespace, trainer_name: str, data_root: str, outpu
     cfg.INPUT.SIZE = (image_size, image_size)
     cfg.DATALOADER.TRAIN_X.BATCH_SIZE = args.batch_size
     cfg.DATALOADER.TEST.BATCH_SIZE = args.eval_images
-    cfg.DATALOADER.NUM_WORKERS = 0  # one batch is drawn before timing; workers would only cost start-up
+    if not args.end_to_end:  # one batch is drawn before timing; workers would only cost start-up
+        cfg.DATALOADER.NUM_WORKERS = 0
+    elif args.workers is not None:
+        cfg.DATALOADER.NUM_WORKERS = args.workers
     cfg.USE_CUDA = torch.device(args.device).type == "cuda"
     cfg.OUTPUT_DIR = output_dir
     cfg.SEED = args.seed
@@ -312,8 +364,10 @@ def build_benchmark_trainer(args: argparse.Namespace, trainer_name: str, n_class
     start = time.perf_counter()
     names = class_names(n_classes, args.name_tokens)
     data_root = osp.join(workdir, "data")
-    write_dataset(data_root, names, train_per_class=math.ceil(args.batch_size / n_classes),
-                  test_per_class=math.ceil(args.eval_images / n_classes), seed=args.seed)
+    train_images = args.batch_size * (args.epoch_steps if args.end_to_end else 1)
+    write_dataset(data_root, names, train_per_class=math.ceil(train_images / n_classes),
+                  test_per_class=math.ceil(args.eval_images / n_classes), seed=args.seed,
+                  image_px=EPOCH_IMAGE_PX if args.end_to_end else SMALL_IMAGE_PX)
     backbone = build_backbone(args.backbone, args.seed)
     cfg = build_cfg(args, trainer_name, data_root, osp.join(workdir, "output"), backbone.image_size)
     set_random_seed(args.seed)
@@ -364,26 +418,52 @@ def image_tower_fn(trainer, work: StepWork, batch: dict) -> Callable[[], object]
     return run
 
 
+def text_chunk(trainer, work: StepWork) -> int:
+    """Prompts per text pass: all of them, or the chunk the model's memory budget plans for the step."""
+    prompts = trainer.model.class_prompts
+    n_prompts = work.n_prompts(prompts.n_cls)
+    text_pass = getattr(trainer.model, "text_pass", None)
+    plan = text_pass.plan(trainer.model.clip, n_prompts, prompts.tokens.shape[1]) if text_pass else None
+    return plan.chunk if plan is not None else n_prompts
+
+
 def text_tower_fn(trainer, work: StepWork) -> Callable[[], object]:
-    """Forward + backward (to the context) of the text tower over the step's prompts, at the cut length."""
+    """Forward + backward (to the context) of the text tower over the step's prompts, at the cut length.
+
+    Under a memory budget each of the step's chunks runs forward + backward once, so memory stays bounded.
+    """
     prompts = trainer.model.class_prompts
     backbone = trainer.model.clip
     ctx0 = trainer.model.prompt_learner.ctx.detach()
     n_cls = prompts.n_cls
-    class_idx = torch.arange(n_cls, device=prompts.tokens.device).repeat(work.instances)
+    n_prompts = work.n_prompts(n_cls)
+    chunk = text_chunk(trainer, work)
 
     def run() -> object:
         ctx = ctx0.clone().requires_grad_(True)
-        if ctx.dim() == 2:  # one context shared by every prompt
-            per_prompt = ctx.unsqueeze(0).expand(work.n_prompts(n_cls), -1, -1)
-        else:  # class-specific contexts [n_cls, n_ctx, D]
-            per_prompt = ctx.repeat(work.instances, 1, 1)
-        with trainer.autocast():
-            features = backbone.encode_prompts(*prompts.embed(per_prompt, class_idx))
-        features.float().sum().backward()
+        for start in range(0, n_prompts, chunk):
+            prompt_idx = torch.arange(start, min(start + chunk, n_prompts), device=prompts.tokens.device)
+            class_idx = prompt_idx % n_cls
+            # one context shared by every prompt, or class-specific contexts [n_cls, n_ctx, D]
+            per_prompt = ctx.unsqueeze(0).expand(len(prompt_idx), -1, -1) if ctx.dim() == 2 else ctx[class_idx]
+            with trainer.autocast():
+                features = backbone.encode_prompts(*prompts.embed(per_prompt, class_idx))
+            features.float().sum().backward()
         return ctx.grad
 
     return run
+
+
+def time_epoch(trainer, device: torch.device) -> tuple[float, int]:
+    """(seconds, steps) of one whole epoch: the real train loader (workers, decode, views, collate) and steps."""
+    trainer.set_model_mode("train")
+    synchronize(device)
+    start, steps = time.perf_counter(), 0
+    for batch in trainer.train_loader_x:
+        trainer.forward_backward(on_device(batch, device))
+        steps += 1
+    synchronize(device)
+    return time.perf_counter() - start, steps
 
 
 # ---------------------------------------------------------------- phases
@@ -394,7 +474,10 @@ def phase_header(args: argparse.Namespace, trainer, trainer_name: str, phase: st
     return {
         "trainer": trainer_name,
         "device": str(trainer.device),
+        "prec": trainer.precision,
         "precision": trainer.precision,
+        "precision_requested": trainer.precision_requested,
+        "memory_budget_gb": args.memory_budget_gb,
         "threads": torch.get_num_threads(),
         "backbone": args.backbone or RANDOM_BACKBONE,
         f"build_{phase}_s": build["build_s"],
@@ -425,6 +508,14 @@ def run_train_phase(args: argparse.Namespace, trainer_name: str, workdir: str) -
                     {k: [round(x, 3) for x in v[-1]] for k, v in times.items() if v})
     if args.profile:
         profile_once(runs["train_step"], device, f"{trainer_name} train step")
+    epoch = {}
+    if args.end_to_end:
+        time_epoch(trainer, device)  # untimed: first-touch costs of the loader and the page cache
+        epoch_s, epoch_steps = time_epoch(trainer, device)
+        step_s = statistics.median([wall for wall, _ in times["train_step"]])
+        epoch = {"epoch_s": round(epoch_s, 3), "epoch_steps": epoch_steps,
+                 "epoch_ratio": round(epoch_s / (epoch_steps * step_s), 3),
+                 "num_workers": trainer.cfg.DATALOADER.NUM_WORKERS, "epoch_image_px": EPOCH_IMAGE_PX}
     result = phase_header(args, trainer, trainer_name, "train", build)
     result.update({
         "classes": args.classes,
@@ -434,10 +525,12 @@ def run_train_phase(args: argparse.Namespace, trainer_name: str, workdir: str) -
         "train_step_all_s": [round(wall, 3) for wall, _ in times["train_step"]],
         "n_view_images": len(work.view_keys) * args.batch_size,
         "n_prompts": work.n_prompts(trainer.model.class_prompts.n_cls),
+        "text_chunk": text_chunk(trainer, work),
         "cut_len": int(trainer.model.class_prompts.tokens.shape[1]),
         "n_ctx": int(trainer.model.class_prompts.n_ctx),
         "peak_rss_train_mb": round(peak_rss_mb(), 1),
         "load_avg_train": [load_start, load_average()],
+        **epoch,
     })
     if device.type == "cuda":
         result["peak_cuda_train_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
@@ -494,13 +587,18 @@ def child_command(args: argparse.Namespace, trainer_name: str, phase: str) -> li
         "--batch-size", str(args.batch_size), "--steps", str(args.steps), "--warmup", str(args.warmup),
         "--eval-images", str(args.eval_images), "--name-tokens", str(args.name_tokens),
         "--device", args.device, "--precision", args.precision, "--threads", str(args.threads),
-        "--seed", str(args.seed),
+        "--seed", str(args.seed), "--epoch-steps", str(args.epoch_steps),
     ]
+    if args.memory_budget_gb is not None:
+        command += ["--memory-budget-gb", str(args.memory_budget_gb)]
+    if args.workers is not None:
+        command += ["--workers", str(args.workers)]
     if args.backbone:
         command += ["--backbone", args.backbone]
     if args.config_file:
         command += ["--config-file", args.config_file]
-    command += [flag for flag, on in (("--profile", args.profile), ("--verbose", args.verbose)) if on]
+    flags = (("--profile", args.profile), ("--verbose", args.verbose), ("--end-to-end", args.end_to_end))
+    command += [flag for flag, on in flags if on]
     return command + list(args.opts or [])
 
 
@@ -515,8 +613,11 @@ def run_phase_in_child(args: argparse.Namespace, trainer_name: str, phase: str) 
 
 
 def merge_phases(results: dict[str, dict]) -> dict:
-    """One record per trainer: the train phase's keys, then the eval phase's, and the derived ratios."""
-    merged: dict = {}
+    """One record per trainer: the train phase's keys, then the eval phase's, and the derived ratios.
+
+    Every key of the issue's table is present; a figure the run did not measure is null, never a guess.
+    """
+    merged: dict = machine()
     for phase in PHASES:
         for key, value in results.get(phase, {}).items():
             merged.setdefault(key, value)
@@ -527,7 +628,56 @@ def merge_phases(results: dict[str, dict]) -> dict:
             ratio_key = "step_over_necessary" + ("_cpu" if suffix == "cpu_s" else "")
             merged[ratio_key] = round(merged[f"train_step_{suffix}"] / max(necessary, 1e-9), 3)
         merged["peak_rss_mb"] = merged["peak_rss_train_mb"]
+        merged["peak_rss_mb_train"] = merged["peak_rss_train_mb"]
+    if "eval" in results:
+        merged["peak_rss_mb_eval"] = merged["peak_rss_eval_mb"]
+    merged.setdefault("classes", merged.get("eval_classes"))
+    for key in ("train_step_s", "necessary_s", "step_over_necessary", "eval_s_per_image", "peak_rss_mb_train",
+                "peak_rss_mb_eval", "epoch_ratio"):
+        merged.setdefault(key, None)
     return merged
+
+
+# ---------------------------------------------------------------- tables
+
+TABLE_COLUMNS = (  # (header, record key, format)
+    ("trainer", "trainer", "{}"),
+    ("classes", "classes", "{}"),
+    ("budget GB", "memory_budget_gb", "{:g}"),
+    ("train step s", "train_step_s", "{:.3f}"),
+    ("necessary s", "necessary_s", "{:.3f}"),
+    ("step ÷ necessary", "step_over_necessary", "{:.2f}"),
+    ("eval s / image", "eval_s_per_image", "{:.3f}"),
+    ("peak RSS train MB", "peak_rss_mb_train", "{:.0f}"),
+    ("peak RSS eval MB", "peak_rss_mb_eval", "{:.0f}"),
+    ("peak GPU train MB", "peak_cuda_train_mb", "{:.0f}"),
+    ("peak GPU eval MB", "peak_cuda_eval_mb", "{:.0f}"),
+    ("epoch ratio", "epoch_ratio", "{:.2f}"),
+    ("load (1 min)", "load_avg_train", "{}"),
+)
+
+
+def markdown_tables(records: list[dict]) -> str:
+    """One Markdown table per resolved precision; a column nobody measured is left out, a missing figure is '—'."""
+    out = []
+    for prec in dict.fromkeys(r.get("prec") for r in records):
+        rows = [r for r in records if r.get("prec") == prec]
+        columns = [c for c in TABLE_COLUMNS if any(r.get(c[1]) is not None for r in rows)]
+        first = rows[0]
+        out.append(f"{prec} on {first.get('device')}, {first.get('threads')} threads, "
+                   f"{first.get('cpu_model', '')} ({', '.join(first.get('cpu_flags', []))})\n")
+        out.append("| " + " | ".join(c[0] for c in columns) + " |")
+        out.append("|" + "---|" * len(columns))
+        for r in rows:
+            cells = []
+            for _, key, fmt in columns:
+                value = r.get(key)
+                if key == "load_avg_train":
+                    value = (value or r.get("load_avg_eval") or [[None]])[0][0]
+                cells.append("—" if value is None else fmt.format(value))
+            out.append("| " + " | ".join(cells) + " |")
+        out.append("")
+    return "\n".join(out)
 
 
 # ---------------------------------------------------------------- entry point
@@ -535,6 +685,10 @@ def merge_phases(results: dict[str, dict]) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.table:
+        with open(args.table) as f:
+            print(markdown_tables([json.loads(line) for line in f if line.startswith("{")]))
+        return 0
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
@@ -545,9 +699,16 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(run_phase_here(args)), flush=True)
         return 0
     failed = 0
+    registered = registered_trainers()
     for name in args.trainer:
+        phases = args.phases
+        if getattr(registered[name], "EVAL_ONLY", False):
+            if "eval" not in phases:
+                logger.warning("%s is evaluation-only; it has no training step to time", name)
+                continue
+            phases = ["eval"]
         try:
-            results = {phase: run_phase_in_child(args, name, phase) for phase in args.phases}
+            results = {phase: run_phase_in_child(args, name, phase) for phase in phases}
         except RuntimeError as err:
             logger.error("%s", err)
             failed += 1

@@ -14,6 +14,7 @@ from dassl.engine import TRAINER_REGISTRY
 
 from .base import PromptModel, PromptTrainer
 from .checks import check_context_fits
+from .chunking import InstanceTextPass
 from .class_prompts import ClassPrompts, init_context
 from .losses import classification_terms, cosine_logits
 
@@ -67,19 +68,26 @@ class CoCoOpPromptLearner(nn.Module):
 class CoCoOpNet(PromptModel):
     """Instance-conditioned prompts around a frozen CLIP."""
 
-    def __init__(self, clip_model, prompt_learner: CoCoOpPromptLearner, class_prompts: ClassPrompts, eval_chunk=1024):
+    def __init__(
+        self,
+        clip_model,
+        prompt_learner: CoCoOpPromptLearner,
+        class_prompts: ClassPrompts,
+        eval_chunk: int = 1024,
+        memory_budget_gb: float | None = None,
+    ):
         super().__init__()
         self.clip = clip_model
         self.prompt_learner = prompt_learner
         self.class_prompts = class_prompts
-        self.eval_chunk = eval_chunk
+        self.text_pass = InstanceTextPass(memory_budget_gb, eval_chunk)  # (image, class) prompts
 
     @classmethod
     def from_config(cls, cfg: CN, clip_model, classnames: Sequence[str]) -> CoCoOpNet:
         learner = CoCoOpPromptLearner.from_config(cfg, clip_model)
         check_context_fits(learner.n_ctx, classnames, clip_model.context_length, "TRAINER.COCOOP.N_CTX")
         prompts = ClassPrompts(clip_model, classnames, learner.n_ctx)
-        return cls(clip_model, learner, prompts, cfg.TRAINER.COCOOP.EVAL_PROMPT_CHUNK)
+        return cls(clip_model, learner, prompts, cfg.TRAINER.COCOOP.EVAL_PROMPT_CHUNK, cfg.TRAIN.MEMORY_BUDGET_GB)
 
     def _image_features(self, images: Tensor) -> Tensor:
         with torch.no_grad():
@@ -88,7 +96,7 @@ class CoCoOpNet(PromptModel):
     def training_logits(self, images: Tensor) -> Tensor:
         """Logits [B, n_cls] with every (image, class) prompt in one text-tower pass."""
         features = self._image_features(images)
-        text = self.class_prompts.instance_features(self.clip, self.prompt_learner.contexts(features))
+        text = self.text_pass.features(self.clip, self.class_prompts, self.prompt_learner.contexts(features))
         return cosine_logits(self.clip.logit_scale, features, text)
 
     def losses(self, images: dict[str, Tensor], labels: Tensor) -> dict[str, Tensor]:
@@ -102,9 +110,7 @@ class CoCoOpNet(PromptModel):
         """Evaluation logits [B, n_cls], prompts chunked so memory stays bounded."""
         features = self._image_features(images)
         contexts = self.prompt_learner.contexts(features)
-        return self.class_prompts.instance_logits(
-            self.clip, features, contexts, self.clip.logit_scale.exp(), self.eval_chunk
-        )
+        return self.text_pass.logits(self.clip, self.class_prompts, features, contexts, self.clip.logit_scale.exp())
 
 
 @TRAINER_REGISTRY.register()

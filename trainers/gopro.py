@@ -19,6 +19,7 @@ from dassl.utils.distributed import get_world_size, global_batch_apply
 
 from .base import PromptModel, PromptTrainer
 from .checks import check_context_fits
+from .chunking import InstanceTextPass
 from .class_prompts import ClassPrompts, init_context
 from .losses import consistency_loss, cosine_logits, simclr_loss
 from .views import VIEW_KEYS, build_view_transforms
@@ -133,6 +134,7 @@ class GOProNet(PromptModel):
         temperature: float = 0.1,
         projector_in_logits: bool = False,
         eval_chunk: int = 1024,
+        memory_budget_gb: float | None = None,
     ):
         super().__init__()
         self.clip = clip_model
@@ -141,7 +143,7 @@ class GOProNet(PromptModel):
         self.w_ce, self.w_consistency, self.w_contrastive = w_ce, w_consistency, w_contrastive
         self.temperature = temperature
         self.projector_in_logits = projector_in_logits
-        self.eval_chunk = eval_chunk
+        self.text_pass = InstanceTextPass(memory_budget_gb, eval_chunk)  # (view, image, class) prompts
 
     @classmethod
     def from_config(cls, cfg: CN, clip_model, classnames: Sequence[str]) -> GOProNet:
@@ -158,7 +160,12 @@ class GOProNet(PromptModel):
             temperature=g.SIMCLR_TEMPERATURE,
             projector_in_logits=g.PROJECTOR_IN_LOGITS,
             eval_chunk=g.EVAL_PROMPT_CHUNK,
+            memory_budget_gb=cfg.TRAIN.MEMORY_BUDGET_GB,
         )
+
+    @property
+    def eval_chunk(self) -> int:
+        return self.text_pass.eval_chunk
 
     @staticmethod
     def image_views_for(w_consistency: float, w_contrastive: float) -> tuple[str, ...]:
@@ -204,7 +211,7 @@ class GOProNet(PromptModel):
             [layer[: n_text * b] for layer in layers], [VIEW_KEYS.index(k) for k in self.text_views]
         )
         contexts = self.prompt_learner.contexts(shift)
-        text = self.class_prompts.instance_features(self.clip, contexts)  # one text-tower pass
+        text = self.text_pass.features(self.clip, self.class_prompts, contexts)  # one pass, or budget chunks
         text = text.view(n_text, b, self.class_prompts.n_cls, -1)
 
         # The projector sees the global batch on every rank (the features are frozen, so a plain gather):
@@ -233,8 +240,9 @@ class GOProNet(PromptModel):
         features = F.normalize(features.float(), dim=-1)
         projected = self.project(features) if self.projector_in_logits else None
         contexts = self.prompt_learner.contexts(self.prompt_learner.context_shift(layers, [0]))
-        return self.class_prompts.instance_logits(
-            self.clip, self._logit_features(features, projected), contexts, self.clip.logit_scale.exp(), self.eval_chunk
+        return self.text_pass.logits(
+            self.clip, self.class_prompts, self._logit_features(features, projected), contexts,
+            self.clip.logit_scale.exp(),
         )
 
 

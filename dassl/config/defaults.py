@@ -151,6 +151,9 @@ _C.TRAIN.SKIP_NONFINITE = False
 _C.TRAIN.MAX_CONSECUTIVE_SKIPS = 5
 # Resume a folder that holds checkpoints but no config.yaml (upstream Dassl writes none) unchecked.
 _C.TRAIN.RESUME_UNCHECKED = False
+# GiB that a step of an image-conditioned method (CoCoOp, GOPro) may use; None = no limit. When set, the
+# text tower runs its (image, class) prompts in checkpointed chunks sized to fit; same losses and gradients.
+_C.TRAIN.MEMORY_BUDGET_GB = None
 
 ###########################
 # Test

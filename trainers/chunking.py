@@ -1,0 +1,189 @@
+"""The text-tower pass over (instance, class) prompts of image-conditioned methods, bounded by a memory budget.
+
+A method whose prompts depend on the image (CoCoOp, GOPro) runs the text tower over instances x classes
+prompts. It opts into this module by sending those prompts through an ``InstanceTextPass``: with no budget
+(``TRAIN.MEMORY_BUDGET_GB`` unset) that is one pass, as before; with a budget, the training pass is split
+into chunks whose size is computed from the shapes, and each chunk is checkpointed (its activations are
+recomputed in backward), so only one chunk's activations are alive at a time. Losses and gradients are
+the same as the single pass; evaluation chunks take the budget into account as well.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from .class_prompts import ClassPrompts, encode_prompt_embeddings
+
+__all__ = [
+    "GIB",
+    "SAVED_WIDTHS_PER_TOKEN_LAYER",
+    "EVAL_WIDTHS_PER_TOKEN",
+    "HEADROOM",
+    "TextChunkPlan",
+    "plan_text_chunks",
+    "InstanceTextPass",
+]
+
+logger = logging.getLogger(__name__)
+
+GIB = 2**30
+# What autograd keeps per token per text block, in block widths at the residual stream's element size:
+# ln_1 in/out, q, k, v, the attention output and its reshaped copy, the residual, ln_2 in/out (~10) and
+# the MLP's 4x-wide fc output and activation (QuickGELU keeps two more). Measured on open_clip blocks
+# with saved-tensor hooks: 14.2 widths (fp32); tests/test_memory_budget.py checks this bound.
+SAVED_WIDTHS_PER_TOKEN_LAYER = 16
+# A no-grad pass keeps only the block being computed: the residual, q/k/v, attention output and the
+# 4x-wide MLP hidden, in block widths per token.
+EVAL_WIDTHS_PER_TOKEN = 12
+# Part of the budget left for what these shapes do not see: the interpreter and libraries, allocator
+# slack, the image tower's outputs and the rest of the step.
+HEADROOM = 0.15
+# Per prompt kept outside the chunks, in embed-dim fp32 values: features, normalised features, their grad.
+KEPT_FEATURE_COPIES = 3
+
+
+@dataclass(frozen=True)
+class TextChunkPlan:
+    """How a training text pass of ``n_prompts`` is run: ``chunk`` prompts at a time (all: one pass)."""
+
+    n_prompts: int
+    chunk: int
+    bytes_per_prompt: int  # activations autograd keeps for one prompt through the whole tower
+    available_bytes: int  # budget left for the text activations
+
+    @property
+    def n_chunks(self) -> int:
+        return math.ceil(self.n_prompts / self.chunk)
+
+    @property
+    def chunked(self) -> bool:
+        return self.chunk < self.n_prompts
+
+
+def tower_bytes(module: nn.Module) -> int:
+    """Bytes of a module's parameters and buffers."""
+    tensors = list(module.parameters()) + list(module.buffers())
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def plan_text_chunks(
+    n_prompts: int,
+    n_tokens: int,
+    width: int,
+    layers: int,
+    element_size: int,
+    embed_dim: int,
+    budget_bytes: int,
+    resident_bytes: int,
+) -> TextChunkPlan:
+    """Prompts per checkpointed chunk so that one chunk's activations fit the budget, from the shapes alone.
+
+    budget x (1 - HEADROOM) - resident weights - the per-prompt features kept for the loss is what one
+    chunk's activations (tokens x width x layers x element size x SAVED_WIDTHS_PER_TOKEN_LAYER per prompt)
+    may take. Raises when not even one prompt fits, naming the budget that would.
+    """
+    per_prompt = n_tokens * width * layers * element_size * SAVED_WIDTHS_PER_TOKEN_LAYER
+    kept = n_prompts * embed_dim * 4 * KEPT_FEATURE_COPIES
+    available = int(budget_bytes * (1 - HEADROOM)) - resident_bytes - kept
+    if available < per_prompt:
+        needed = (resident_bytes + kept + per_prompt) / (1 - HEADROOM) / GIB
+        raise ValueError(
+            f"TRAIN.MEMORY_BUDGET_GB {budget_bytes / GIB:g} is too small for the text tower "
+            f"({resident_bytes / GIB:.2f} GiB of weights, {n_prompts} prompts x {n_tokens} tokens); "
+            f"it needs at least {math.ceil(needed * 10) / 10:g}"
+        )
+    return TextChunkPlan(n_prompts, min(n_prompts, available // per_prompt), per_prompt, available)
+
+
+class InstanceTextPass:
+    """Text features of per-instance contexts against every class, in chunks under ``memory_budget_gb``.
+
+    ``memory_budget_gb`` None = no limit: training runs one pass (today's behaviour) and evaluation runs
+    ``eval_chunk`` (image, class) prompts at a time; with a budget both are bounded by it as well.
+    """
+
+    def __init__(self, memory_budget_gb: float | None = None, eval_chunk: int = 1024):
+        if memory_budget_gb is not None and (isinstance(memory_budget_gb, bool) or
+                                             not isinstance(memory_budget_gb, (int, float)) or memory_budget_gb <= 0):
+            raise ValueError(f"TRAIN.MEMORY_BUDGET_GB is {memory_budget_gb!r}; it must be a number > 0 (or None: no limit)")
+        if eval_chunk < 1:
+            raise ValueError(f"EVAL_PROMPT_CHUNK is {eval_chunk}; it must be >= 1")
+        self.budget_bytes = None if memory_budget_gb is None else int(memory_budget_gb * GIB)
+        self.eval_chunk = eval_chunk
+        self._logged: set[tuple[int, int]] = set()
+
+    @classmethod
+    def from_config(cls, cfg, method_cfg) -> InstanceTextPass:
+        """From ``TRAIN.MEMORY_BUDGET_GB`` (None = no limit) and the method's ``EVAL_PROMPT_CHUNK``."""
+        return cls(cfg.TRAIN.get("MEMORY_BUDGET_GB", None), method_cfg.get("EVAL_PROMPT_CHUNK", 1024))
+
+    def plan(self, clip_model, n_prompts: int, n_tokens: int) -> TextChunkPlan | None:
+        """The chunking of a training pass over ``n_prompts`` x ``n_tokens`` (None without a budget)."""
+        if self.budget_bytes is None:
+            return None
+        plan = plan_text_chunks(
+            n_prompts,
+            n_tokens,
+            clip_model.text_width,
+            len(clip_model.transformer.resblocks),
+            clip_model.dtype.itemsize,
+            clip_model.embed_dim,
+            self.budget_bytes,
+            tower_bytes(clip_model),
+        )
+        if (n_prompts, n_tokens) not in self._logged:
+            self._logged.add((n_prompts, n_tokens))
+            logger.info(
+                "TRAIN.MEMORY_BUDGET_GB %g: text pass over %d prompts x %d tokens in %d chunk(s) of %d "
+                "(%.1f MiB of activations per prompt, %.2f GiB available for them)",
+                self.budget_bytes / GIB, n_prompts, n_tokens, plan.n_chunks, plan.chunk,
+                plan.bytes_per_prompt / 2**20, plan.available_bytes / GIB,
+            )
+        return plan
+
+    def features(self, clip_model, class_prompts: ClassPrompts, ctx: Tensor) -> Tensor:
+        """Normalised text features [M, n_cls, E] for per-instance contexts [M, n_ctx, D]."""
+        m, n_cls = ctx.shape[0], class_prompts.n_cls
+        plan = self.plan(clip_model, m * n_cls, class_prompts.tokens.shape[1]) if torch.is_grad_enabled() else None
+        if plan is None or not plan.chunked:
+            return class_prompts.instance_features(clip_model, ctx)
+
+        # Every chunk is cut to the length of the whole pass (not its own longest prompt), so each prompt
+        # goes through the same shapes of operations as in one pass and the results match it.
+        length = int(class_prompts.tokens.argmax(dim=-1).max()) + 1
+
+        def chunk_features(ctx: Tensor, start: int, stop: int) -> Tensor:
+            pair = torch.arange(start, stop, device=ctx.device)
+            embeddings, tokens = class_prompts.embed(ctx[pair // n_cls], pair % n_cls)
+            return encode_prompt_embeddings(clip_model, embeddings[:, :length], tokens[:, :length], truncate=False)
+
+        # Only this pass's own recomputation: a per-block checkpoint inside each chunk would recompute twice.
+        per_block, clip_model.text_checkpointing = clip_model.text_checkpointing, False
+        try:
+            parts = [
+                checkpoint(chunk_features, ctx, start, min(start + plan.chunk, m * n_cls), use_reentrant=False)
+                for start in range(0, m * n_cls, plan.chunk)
+            ]
+        finally:
+            clip_model.text_checkpointing = per_block
+        return torch.cat(parts).view(m, n_cls, -1)
+
+    def eval_chunk_for(self, clip_model, n_tokens: int) -> int:
+        """(image, class) prompts per no-grad pass: ``eval_chunk``, fewer when the budget asks for it."""
+        if self.budget_bytes is None:
+            return self.eval_chunk
+        per_prompt = n_tokens * clip_model.text_width * clip_model.dtype.itemsize * EVAL_WIDTHS_PER_TOKEN
+        available = int(self.budget_bytes * (1 - HEADROOM)) - tower_bytes(clip_model)
+        return max(1, min(self.eval_chunk, available // per_prompt))
+
+    def logits(
+        self, clip_model, class_prompts: ClassPrompts, image_features: Tensor, ctx: Tensor, logit_scale: Tensor
+    ) -> Tensor:
+        """Evaluation logits [B, n_cls] of image features [B, E] against their own contexts [B, n_ctx, D]."""
+        chunk = self.eval_chunk_for(clip_model, class_prompts.tokens.shape[1])
+        return class_prompts.instance_logits(clip_model, image_features, ctx, logit_scale, chunk)
