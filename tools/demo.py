@@ -133,9 +133,11 @@ def select_trainers(requested: str | None, available: tuple[str, ...], cfg: str)
         return available
     chosen = tuple(dict.fromkeys(t.strip() for t in requested.split(",") if t.strip()))
     unknown = [t for t in chosen if t not in available]
-    if unknown or not chosen:
-        raise SystemExit(f"demo: --trainers {requested!r}: {', '.join(unknown) or 'no trainer'} is not a registered "
-                         f"trainer with a '{cfg}' config; valid: {', '.join(available)}")
+    if not chosen:
+        raise SystemExit(f"demo: --trainers is empty; valid: {', '.join(available)}")
+    if unknown:
+        raise SystemExit(f"demo: --trainers {requested!r}: {', '.join(unknown)} is not a registered trainer "
+                         f"with a '{cfg}' config (configs/trainers/<Name>/{cfg}.yaml); valid: {', '.join(available)}")
     return chosen
 
 
