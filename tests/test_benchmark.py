@@ -50,6 +50,7 @@ def test_benchmark_prints_one_json_line_with_all_keys(tiny_clip_path):
 def test_every_registered_trainer_is_benchmarkable_by_name():
     args = benchmark.parse_args(["--trainer", "all"])
     assert args.trainer == list(TRAINER_REGISTRY.registered_names()) and args.precision == "auto"
-    for name in args.trainer:  # the cfg node comes from the trainer class, not from a table in the tool
-        node = TRAINER_REGISTRY.get(name).CFG_NODE
-        assert isinstance(node, str) and node
+    args = benchmark.parse_args(["--trainer", "CoCoOp", "--precision", "fp32", "--memory-budget-gb", "3"])
+    cfg = benchmark.build_cfg(args, "CoCoOp", "/nonexistent", "/nonexistent", 224)
+    # PREC goes to the trainer's own node (CoCoOp.CFG_NODE), found through the registry, not a table in the tool.
+    assert cfg.TRAINER.COCOOP.PREC == "fp32" and cfg.TRAIN.MEMORY_BUDGET_GB == 3.0

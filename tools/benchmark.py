@@ -331,7 +331,7 @@ def build_cfg(args: argparse.Namespace, trainer_name: str, data_root: str, outpu
     if args.config_file or osp.isfile(config_file):  # a trainer without a ViT-B/16 config runs on the defaults
         merge_from_file_checked(cfg, config_file)
     cfg.TRAINER.NAME = trainer_name
-    node = registered_trainers()[trainer_name].CFG_NODE
+    node = registered_trainers()[trainer_name].CFG_NODE or trainer_name.upper()  # the engine's rule
     if node in cfg.TRAINER and "PREC" in cfg.TRAINER[node]:
         cfg.TRAINER[node].PREC = args.precision
     cfg.TRAIN.MEMORY_BUDGET_GB = args.memory_budget_gb
