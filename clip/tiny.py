@@ -61,6 +61,18 @@ def random_vit_b16() -> CLIP:
     ).eval()
 
 
+def random_token_ids(eot_positions: list[int], length: int = 77, seed: int = 0) -> torch.Tensor:
+    """Token ids for tests: SOT, random words, EOT at the given positions, zero padding after."""
+    sot, eot_id = 49406, 49407  # the BPE vocabulary's start and end tokens (EOT is the largest id)
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.zeros(len(eot_positions), length, dtype=torch.long)
+    for row, eot in enumerate(eot_positions):
+        ids[row, 0] = sot
+        ids[row, 1:eot] = torch.randint(1, sot, (eot - 1,), generator=g)
+        ids[row, eot] = eot_id
+    return ids
+
+
 def openai_state_dict(model: nn.Module, half: bool = False) -> dict[str, torch.Tensor]:
     """`model`'s weights under OpenAI's key names, plus the head counts OpenAI's format leaves implicit."""
     # open_clip's CLIP (and clip.CLIPBackbone) already use OpenAI's names for every persistent tensor.

@@ -10,20 +10,13 @@ from open_clip.transformer import QuickGELU, VisionTransformer
 import clip
 from clip import download, names, visual
 from clip.checkpoint import build_clip_from_state_dict
-from clip.tiny import build_tiny_clip, openai_state_dict, save_openai_checkpoint
+from clip.tiny import build_tiny_clip, openai_state_dict, random_token_ids, save_openai_checkpoint
 
 SOT, EOT = 49406, 49407
 
 
 def _random_tokens(eot_positions: list[int], length: int = 77) -> torch.Tensor:
-    """Token ids with random words, SOT first, EOT at the given positions and zero padding after."""
-    g = torch.Generator().manual_seed(1)
-    ids = torch.zeros(len(eot_positions), length, dtype=torch.long)
-    for row, eot in enumerate(eot_positions):
-        ids[row, 0] = SOT
-        ids[row, 1:eot] = torch.randint(1, SOT, (eot - 1,), generator=g)
-        ids[row, eot] = EOT
-    return ids
+    return random_token_ids(eot_positions, length, seed=1)
 
 
 @pytest.fixture(scope="module")

@@ -5,21 +5,13 @@ import torch
 import clip
 from clip import text as text_tower
 from clip import visual as visual_tower
-from clip.tiny import build_tiny_clip
+from clip.tiny import build_tiny_clip, random_token_ids
 
-SOT, EOT = 49406, 49407
 N_CTX = 2
 
 
 def _tokens(eot_positions: list[int], length: int = 77) -> torch.Tensor:
-    """Token ids: SOT, random words, EOT at the given positions, zero padding."""
-    g = torch.Generator().manual_seed(3)
-    ids = torch.zeros(len(eot_positions), length, dtype=torch.long)
-    for row, eot in enumerate(eot_positions):
-        ids[row, 0] = SOT
-        ids[row, 1:eot] = torch.randint(1, SOT, (eot - 1,), generator=g)
-        ids[row, eot] = EOT
-    return ids
+    return random_token_ids(eot_positions, length, seed=3)
 
 
 @pytest.fixture(scope="module")
