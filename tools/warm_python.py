@@ -1,6 +1,6 @@
 """A ``python`` whose processes start with the heavy modules already imported: a fork server for make demo.
 
-    python tools/warm_python.py serve SOCKET MODULE...              (imports MODULEs, then serves)
+    python tools/warm_python.py serve SOCKET [--log=FILE] MODULE...  (imports MODULEs, then serves)
     python -S tools/warm_python.py run SOCKET PYTHON SCRIPT ARGS...  (what a launcher execs as $PYTHON)
 
 make demo starts ``train.py`` and ``tools/run_config.py`` about a hundred times, and each fresh interpreter
@@ -30,6 +30,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from typing import NoReturn
 
@@ -177,10 +178,11 @@ def _refusal(request: dict, server_env: dict[str, str], set_by_imports: dict[str
     return None
 
 
-def serve(socket_path: str, modules: list[str], path: list[str]) -> list[str] | None:
+def serve(socket_path: str, modules: list[str], path: list[str], log: str = "") -> list[str] | None:
     """Import ``modules``, then fork a child per request; returns the child's argv in the child.
 
-    ``path`` is ``sys.path`` after its first entry, which a child sets to its script's folder.
+    ``path`` is ``sys.path`` after its first entry, which a child sets to its script's folder. With ``log``,
+    a line per child is appended to that file: wall, user and system CPU seconds, exit status, argv.
     """
     before = dict(os.environ)
     for name in modules:
@@ -204,7 +206,8 @@ def serve(socket_path: str, modules: list[str], path: list[str]) -> list[str] | 
     listener.bind(socket_path)
     listener.listen(64)
     print(READY, flush=True)
-    children: dict[int, tuple[int, socket.socket]] = {}  # pidfd -> (pid, the caller's connection)
+    arguments: dict[int, list[str]] = {}  # pid -> argv, for the log
+    children: dict[int, tuple[int, socket.socket, float]] = {}  # pidfd -> (pid, caller's connection, start)
     while True:
         readable, _, _ = select.select([listener, *children], [], [])
         for ready in readable:
@@ -226,7 +229,7 @@ def serve(socket_path: str, modules: list[str], path: list[str]) -> list[str] | 
                 if pid == 0:
                     listener.close()
                     connection.close()
-                    for pidfd, (_pid, other) in children.items():
+                    for pidfd, (_pid, other, _start) in children.items():
                         os.close(pidfd)
                         other.close()
                     return _become_requested_process(request, fds, path, set_by_imports)
@@ -237,16 +240,22 @@ def serve(socket_path: str, modules: list[str], path: list[str]) -> list[str] | 
                 except OSError:
                     pass
                 group = os.getpgid(pid)
-                children[os.pidfd_open(pid)] = (pid, connection)
+                children[os.pidfd_open(pid)] = (pid, connection, time.monotonic())
+                arguments[pid] = request["argv"]
                 with contextlib.suppress(OSError):
                     connection.sendall(f"pid {pid} {group}\n".encode())
             else:
-                pid, connection = children.pop(ready)
+                pid, connection, start = children.pop(ready)
                 os.close(ready)
-                _, status = os.waitpid(pid, 0)
+                _, status, usage = os.wait4(pid, 0)
+                code = os.waitstatus_to_exitcode(status)
                 with contextlib.suppress(OSError):
-                    connection.sendall(f"exit {os.waitstatus_to_exitcode(status)}\n".encode())
+                    connection.sendall(f"exit {code}\n".encode())
                 connection.close()
+                if log:
+                    with open(log, "a") as f:
+                        f.write(f"{time.monotonic() - start:.2f}\t{usage.ru_utime:.2f}\t{usage.ru_stime:.2f}\t{code}\t"
+                                f"{shlex.join(arguments.pop(pid))}\n")
 
 
 def _exit_code(exit_request: SystemExit) -> int:
@@ -290,15 +299,17 @@ def run_script(script: str) -> NoReturn:
 
 
 @contextlib.contextmanager
-def warm_python(modules: list[str], env: dict[str, str], python: str = sys.executable) -> Iterator[str]:
+def warm_python(modules: list[str], env: dict[str, str], python: str = sys.executable, log: str = ""
+                ) -> Iterator[str]:
     """A launcher to use as ``$PYTHON`` while the block runs: ``python`` with ``modules`` already imported.
 
     ``env`` is the server's environment; requests whose import-time variables differ from it run fresh.
-    If the server cannot start, the launcher is ``python`` itself.
+    If the server cannot start, the launcher is ``python`` itself. ``log``: see ``serve``.
     """
     with tempfile.TemporaryDirectory(prefix="warm_python_") as folder:
         socket_path = osp.join(folder, "socket")
-        server = subprocess.Popen([python, osp.abspath(__file__), "serve", socket_path, *modules], env=env,
+        server = subprocess.Popen([python, osp.abspath(__file__), "serve", socket_path, f"--log={log}", *modules],
+                                  env=env,
                                   stdout=subprocess.PIPE, text=True)
         try:
             if server.stdout.readline().strip() != READY:
@@ -320,7 +331,10 @@ def main(argv: list[str]) -> int:
     if len(argv) >= 2 and argv[0] == "serve":
         path = sys.path[1:]
         sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # the repository's modules
-        child_argv = serve(argv[1], argv[2:], path)
+        modules, log = argv[2:], ""
+        if modules and modules[0].startswith("--log="):
+            log = modules.pop(0)[len("--log="):]
+        child_argv = serve(argv[1], modules, path, log)
         if child_argv is not None:  # the forked child
             run_script(child_argv[0])
         return 0
