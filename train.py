@@ -148,13 +148,21 @@ def given_keys(args: argparse.Namespace) -> list[str]:
     return keys + list((args.opts or [])[0::2])
 
 
+def trainer_config_node(trainer_name: str) -> str:
+    """The ``cfg.TRAINER.<node>`` a registered trainer reads (its PREC included): its ``CFG_NODE``, else its
+    name upper-cased, as the engine resolves it."""
+    from dassl.engine import TRAINER_REGISTRY
+
+    return getattr(TRAINER_REGISTRY.get(trainer_name), "CFG_NODE", "") or trainer_name.upper()
+
+
 def foreign_trainer_keys(args: argparse.Namespace, trainer_name: str) -> tuple[str, list[str]]:
     """(this trainer's TRAINER node, the given ``TRAINER.<X>.*`` keys of other trainers, which it never reads)."""
     from dassl.engine import TRAINER_REGISTRY
 
     if trainer_name not in TRAINER_REGISTRY:
         return "", []
-    node = getattr(TRAINER_REGISTRY.get(trainer_name), "CFG_NODE", "") or trainer_name.upper()
+    node = trainer_config_node(trainer_name)
     foreign = [
         k for k in given_keys(args) if k.startswith("TRAINER.") and k.split(".")[1] not in ("NAME", node)
     ]

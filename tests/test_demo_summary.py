@@ -69,20 +69,28 @@ def test_trainers_are_every_registered_one_with_a_world_config():
         demo.select_trainers("CoOp,NoSuchMethod", found, "world")
 
 
-def test_plan_runs_every_protocol_for_every_trainer_longest_chain_first():
+def test_plan_runs_every_protocol_for_every_trainer_heaviest_chain_first():
     chains = demo.plan(("ZeroshotCLIP", "CoOp"), demo.DEMO)
+    few_shot = demo.DEMO.few_shot[0]
     for trainer in ("ZeroshotCLIP", "CoOp"):
         calls = {(s.script, s.task, s.dataset) for chain in chains for s in chain if s.trainer == trainer}
         assert calls == {("train", "base2new", "world"), ("test", "base2new", "world"),
                          ("train", "cross-dataset", "world"), ("test", "cross-dataset", "world"),
                          ("train", "domain-generalization", "world"), ("test", "domain-generalization", "world"),
-                         ("train", "few-shot", "world")}
+                         ("train", "few-shot", few_shot)}
     # One chain trains cross-dataset before domain generalization, so train.sh reuses its source run.
     transfer = [[(s.script, s.task) for s in c] for c in chains if c[0].task == "cross-dataset"]
     assert transfer == [[("train", "cross-dataset"), ("test", "cross-dataset"),
                          ("train", "domain-generalization"), ("test", "domain-generalization")]] * 2
-    assert [len(c) for c in chains] == sorted((len(c) for c in chains), reverse=True)
-    assert chains[0][0].trainer == "CoOp"  # ZeroshotCLIP, which trains nothing, after its equals
+    # Few-shot: a call per number of shots for CoOp; one for ZeroshotCLIP, which train.sh evaluates once.
+    shots = [(c[0].trainer, c[0].shots) for c in chains if c[0].task == "few-shot"]
+    assert shots == [("CoOp", "4"), ("ZeroshotCLIP", "1 4"), ("CoOp", "1")]
+    # Heaviest first: transfer chains, then few-shot (more shots first), then base2new; ZeroshotCLIP after
+    # its equals.
+    assert [c[0].task for c in chains] == ["cross-dataset"] * 2 + ["few-shot"] * 3 + ["base2new"] * 2
+    assert [c[0].trainer for c in chains[:2]] == ["CoOp", "ZeroshotCLIP"]
+    env = demo.script_env(demo.parse_args([]), chains[2][0], demo.DEMO)
+    assert env["SHOTS"] == "4"
 
 
 def test_full_schedule_covers_every_world_dataset_and_the_demo_is_a_reduction_of_it():

@@ -18,6 +18,8 @@ run stalls whenever another process takes a core (measured on the world: about 0
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import logging
 import os
@@ -39,6 +41,7 @@ sys.path.insert(0, REPO)
 
 from datasets.world import BASE_TO_NEW, DG_TARGETS, task_of  # noqa: E402
 from datasets.world_gen import prepare_task  # noqa: E402
+from tools.warm_python import warm_python  # noqa: E402
 
 logger = logging.getLogger("demo")
 
@@ -48,6 +51,11 @@ BASE2NEW, CROSS_DATASET, DOMAIN_GENERALIZATION, FEW_SHOT = (
 TASKS = (BASE2NEW, CROSS_DATASET, DOMAIN_GENERALIZATION, FEW_SHOT)
 ZERO_SHOT = "ZeroshotCLIP"
 CHECKPOINT = osp.join(REPO, "assets", "world_clip_vit.pt")
+PRECISIONS = ("fp32", "bf16", "auto")  # --prec: TRAINER.<node>.PREC of every trainer
+DEFAULT_PRECISION = "fp32"  # the world configs' and the README's
+# Imported once by the fork server that starts each train.py / run_config.py process (tools/warm_python.py):
+# about 5 s of CPU per process otherwise, most of a demo run's cost.
+WARM_MODULES = ("torch", "torchvision", "open_clip", "datasets", "trainers", "train")
 
 
 @dataclass(frozen=True)
@@ -66,11 +74,13 @@ class Schedule:
 # The README's numbers: every world dataset, 16 shots, CoOp's 1-16 shot curve, 3 seeds.
 FULL = Schedule(base2new=BASE_TO_NEW, cross_targets=tuple(d for d in BASE_TO_NEW if d != SOURCE),
                 dg_targets=DG_TARGETS, few_shot=BASE_TO_NEW, few_shot_shots="1 2 4 8 16", shots=16, seeds="1 2 3")
-# make demo, sized for <= 10 minutes on 2 cores, where the fixed cost of each train.py process (imports, data,
-# model: 5-10 s) outweighs the training itself: every protocol and trainer, but 4 shots instead of 16, base2new
-# and few-shot on World only, few-shot at 1 and 4 shots, two targets per transfer protocol, one seed.
+# make demo, sized for <= 10 minutes on 2 cores: every protocol and trainer, but 4 shots instead of 16, one seed,
+# base2new on World only, two targets per transfer protocol, few-shot at 1 and 4 shots on WorldTextures (10
+# classes). The world configs' schedule (5 epochs) is unchanged. What is left is mostly evaluation (each run
+# tests 1,000-2,400 images; 2-13 ms each on one core, CoCoOp and GOPro the slowest) and few-shot training on all
+# classes, so few-shot runs on a 10-class dataset rather than World's 24 (measured: about 40 % less CPU there).
 DEMO = Schedule(base2new=(SOURCE,), cross_targets=("world_textures", "world_digits"),
-                dg_targets=("world_sketch", "world_cartoon"), few_shot=(SOURCE,), few_shot_shots="1 4",
+                dg_targets=("world_sketch", "world_cartoon"), few_shot=("world_textures",), few_shot_shots="1 4",
                 shots=4, seeds="1")
 
 
@@ -82,40 +92,117 @@ class Step:
     trainer: str
     task: str
     dataset: str
+    shots: str = ""  # SHOTS of this call when not the schedule's (few-shot: one call per number of shots)
 
     @property
     def label(self) -> str:
-        return f"{self.task} {self.script} {self.trainer} {self.dataset}"
+        return f"{self.task} {self.script} {self.trainer} {self.dataset}" + (f" {self.shots}" if self.shots else "")
 
 
-def trainer_chains(trainer: str, schedule: Schedule) -> list[list[Step]]:
-    """The calls for one trainer as independent chains, each run in order.
+def trainer_chains(trainer: str, schedule: Schedule, tasks: tuple[str, ...] = TASKS) -> list[list[Step]]:
+    """The calls of ``tasks`` for one trainer as independent chains, each run in order.
 
     Cross-dataset and domain generalisation share a chain: both learn on SOURCE with the same arguments,
-    so train.sh links the second source run to the finished first one instead of training again.
+    so train.sh links the second source run to the finished first one instead of training again. Few-shot
+    is a call per number of shots, so that they run in parallel; ZeroshotCLIP, which train.sh evaluates once
+    (as 0 shots) whatever SHOTS is, gets one call.
     """
-    chains = [[Step(script, trainer, BASE2NEW, dataset) for script in ("train", "test")]
-              for dataset in schedule.base2new]
-    chains.append([Step(script, trainer, task, SOURCE)
-                   for task in (CROSS_DATASET, DOMAIN_GENERALIZATION) for script in ("train", "test")])
-    chains += [[Step("train", trainer, FEW_SHOT, dataset)] for dataset in schedule.few_shot]  # train tests
+    chains = []
+    if BASE2NEW in tasks:
+        chains += [[Step(script, trainer, BASE2NEW, dataset) for script in ("train", "test")]
+                   for dataset in schedule.base2new]
+    transfer = [task for task in (CROSS_DATASET, DOMAIN_GENERALIZATION) if task in tasks]
+    if transfer:
+        chains.append([Step(script, trainer, task, SOURCE) for task in transfer for script in ("train", "test")])
+    if FEW_SHOT in tasks:
+        shots = [schedule.few_shot_shots] if trainer == ZERO_SHOT else schedule.few_shot_shots.split()
+        chains += [[Step("train", trainer, FEW_SHOT, dataset, k)]  # train.sh's final test is the result
+                   for dataset in schedule.few_shot for k in shots]
     return chains
 
 
-def plan(trainers: tuple[str, ...], schedule: Schedule) -> list[list[Step]]:
-    """Every call of the demo as independent chains, the longest first.
+# The order chains start in, heaviest first: a transfer chain trains on SOURCE and tests every target, a
+# few-shot call trains on all classes (more shots: longer), base2new trains and tests on half of them.
+START_ORDER = {CROSS_DATASET: 0, DOMAIN_GENERALIZATION: 0, FEW_SHOT: 1, BASE2NEW: 2}
 
-    Longest first (most calls; ZeroshotCLIP, which learns nothing, last among equals), so that short chains
-    fill the other workers' time at the end instead of one long chain running alone.
+
+def plan(trainers: tuple[str, ...], schedule: Schedule, tasks: tuple[str, ...] = TASKS) -> list[list[Step]]:
+    """Every call of the demo as independent chains, the heaviest first (``START_ORDER``).
+
+    Heaviest first (and ZeroshotCLIP, which learns nothing, last among equals), so that the light chains fill
+    the other workers' time at the end instead of one long chain running alone.
     """
-    chains = [chain for trainer in trainers for chain in trainer_chains(trainer, schedule)]
-    return sorted(chains, key=lambda chain: (-len(chain), chain[0].trainer == ZERO_SHOT))
+    def weight(chain: list[Step]) -> tuple:
+        most_shots = max((int(k) for k in chain[0].shots.split()), default=0)
+        return START_ORDER[chain[0].task], -most_shots, chain[0].trainer == ZERO_SHOT
+
+    chains = [chain for trainer in trainers for chain in trainer_chains(trainer, schedule, tasks)]
+    return sorted(chains, key=weight)
 
 
-def datasets_of(schedule: Schedule) -> tuple[str, ...]:
-    """Every world dataset the schedule touches, each once."""
-    names = (*schedule.base2new, SOURCE, *schedule.cross_targets, *schedule.dg_targets, *schedule.few_shot)
+def datasets_of(schedule: Schedule, tasks: tuple[str, ...] = TASKS) -> tuple[str, ...]:
+    """Every world dataset the schedule's ``tasks`` touch, each once."""
+    names = [*(schedule.base2new if BASE2NEW in tasks else ())]
+    names += [SOURCE] * any(task in tasks for task in (CROSS_DATASET, DOMAIN_GENERALIZATION))
+    names += [*(schedule.cross_targets if CROSS_DATASET in tasks else ())]
+    names += [*(schedule.dg_targets if DOMAIN_GENERALIZATION in tasks else ())]
+    names += [*(schedule.few_shot if FEW_SHOT in tasks else ())]
     return tuple(dict.fromkeys(names))
+
+
+def select_tasks(requested: str | None) -> tuple[str, ...]:
+    """``--tasks`` (comma-separated) checked against TASKS, in TASKS order; all of them when not given."""
+    if requested is None:
+        return TASKS
+    chosen = {t.strip() for t in requested.split(",") if t.strip()}
+    unknown = sorted(chosen - set(TASKS))
+    if not chosen or unknown:
+        what = "is empty" if not chosen else f"{requested!r}: {', '.join(unknown)} is not a task"
+        raise SystemExit(f"demo: --tasks {what}; valid: {', '.join(TASKS)} (comma-separated)")
+    return tuple(task for task in TASKS if task in chosen)
+
+
+def check_precision_option(prec: str) -> str:
+    if prec not in PRECISIONS:
+        raise SystemExit(f"demo: --prec {prec!r} is not valid; valid: {', '.join(PRECISIONS)}")
+    return prec
+
+
+def precision_keys(trainers: tuple[str, ...]) -> dict[str, str]:
+    """Each trainer's own precision key, ``TRAINER.<node>.PREC`` (the engine reads that node's PREC).
+
+    A trainer whose node has no PREC key would not take ``--prec``, so the demo refuses to start.
+    """
+    from dassl.config import get_cfg_default
+    from train import trainer_config_node
+
+    defaults = get_cfg_default()  # every registered trainer's keys (available_trainers imported them)
+    keys = {}
+    for trainer in trainers:
+        node = trainer_config_node(trainer)
+        if node not in defaults.TRAINER or "PREC" not in defaults.TRAINER[node]:
+            raise SystemExit(f"demo: --prec: {trainer} has no TRAINER.{node}.PREC key, so its precision cannot "
+                             "be set; leave it out with --trainers")
+        keys[trainer] = f"TRAINER.{node}.PREC"
+    return keys
+
+
+def precision_label(prec: str) -> str:
+    """``prec`` for the headings; for ``auto``, what it runs as on this machine."""
+    if prec != "auto":
+        return prec
+    import torch
+
+    from dassl.engine.precision import choose_precision
+
+    resolved, _ = choose_precision(prec, "cuda" if torch.cuda.is_available() else "cpu")
+    return f"auto (runs as {resolved} here)"
+
+
+def default_output(full: bool, prec: str) -> str:
+    """demo_output/demo or demo_output/full, with a ``_<prec>`` suffix unless fp32: precisions never mix."""
+    name = "full" if full else "demo"
+    return osp.join(REPO, "demo_output", name if prec == DEFAULT_PRECISION else f"{name}_{prec}")
 
 
 def available_trainers(cfg: str) -> tuple[str, ...]:
@@ -141,37 +228,51 @@ def select_trainers(requested: str | None, available: tuple[str, ...], cfg: str)
     return chosen
 
 
-def script_env(args: argparse.Namespace, step: Step, schedule: Schedule) -> dict[str, str]:
-    """The environment the protocol scripts read (see ``bash scripts/train.sh`` usage)."""
-    env = dict(os.environ)
+def process_env(args: argparse.Namespace) -> dict[str, str]:
+    """The environment of every process the demo starts: thread counts, offline hub."""
     threads = str(max(1, (os.cpu_count() or 1) // args.jobs))
-    targets = schedule.cross_targets if step.task == CROSS_DATASET else schedule.dg_targets
-    env.update({
+    return {
+        **os.environ,
         "OMP_NUM_THREADS": threads,  # torch's intra-op pool; see the module docstring
         "MKL_NUM_THREADS": threads,
         "HF_HUB_OFFLINE": "1",
+    }
+
+
+def script_env(args: argparse.Namespace, step: Step, schedule: Schedule, python: str = sys.executable,
+               precision_key: str = "") -> dict[str, str]:
+    """The environment the protocol scripts read (see ``bash scripts/train.sh`` usage).
+
+    ``precision_key`` is the trainer's ``TRAINER.<node>.PREC``, set to ``--prec`` (see ``precision_keys``).
+    """
+    targets = schedule.cross_targets if step.task == CROSS_DATASET else schedule.dg_targets
+    opts = [f"MODEL.BACKBONE.NAME {shlex.quote(osp.abspath(args.clip))}"]
+    opts += [f"{precision_key} {args.prec}"] if precision_key else []
+    return {
+        **process_env(args),
         "DATA": osp.abspath(args.data),
         "TRAINER": step.trainer,
         "CFG": args.cfg,
         "SEEDS": schedule.seeds,
-        "SHOTS": schedule.few_shot_shots if step.task == FEW_SHOT else str(schedule.shots),
+        "SHOTS": step.shots or (schedule.few_shot_shots if step.task == FEW_SHOT else str(schedule.shots)),
         "OUTPUT": osp.abspath(args.output),
-        "OPTS": f"MODEL.BACKBONE.NAME {shlex.quote(osp.abspath(args.clip))} {args.opts}".strip(),
+        "OPTS": " ".join([*opts, args.opts]).strip(),  # the user's --opts last, so they win
         "SOURCE": SOURCE,
         "TARGETS": " ".join(targets),
-        "PYTHON": sys.executable,
-    })
-    return env
+        "PYTHON": python,
+    }
 
 
-def run_step(step: Step, env: dict[str, str], log_path: str, bar: tqdm) -> None:
-    """Run one protocol script, logging to ``log_path`` and showing its latest line on the bar.
+def run_step(step: Step, env: dict[str, str], log_path: str, bar: tqdm) -> float:
+    """Run one protocol script, logging to ``log_path`` and showing its latest line on the bar; returns
+    its wall time in seconds.
 
     The one place that knows how a run is launched: swap this to call train.py directly if needed.
     """
     command = ["bash", osp.join(REPO, "scripts", f"{step.script}.sh"), step.dataset, step.task]
     tail: deque[str] = deque(maxlen=30)
     last_refresh = 0.0
+    start = time.monotonic()
     with open(log_path, "a") as log:
         log.write(f"$ {' '.join(command)}  # TRAINER={env['TRAINER']} SHOTS={env['SHOTS']}\n")
         process = subprocess.Popen(command, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -186,21 +287,31 @@ def run_step(step: Step, env: dict[str, str], log_path: str, bar: tqdm) -> None:
                 last_refresh = now if refresh else last_refresh
                 bar.set_postfix_str(f"{step.trainer} {step.task}: {line.strip()}"[:80], refresh=refresh)
         code = process.wait()
+        seconds = time.monotonic() - start
+        log.write(f"# {seconds:.1f} s, exit code {code}\n")
     if code != 0:
         sys.stderr.write("\n".join(tail) + "\n")
         raise SystemExit(f"demo: '{step.label}' failed with exit code {code}; full log: {log_path}")
+    return seconds
 
 
-def print_results(output: str, heading: str) -> None:
-    """Print the Markdown tables of each task and let tools/results.py write its plot."""
-    for task in TASKS:
+def print_results(output: str, heading: str, tasks: tuple[str, ...] = TASKS) -> None:
+    """Print the Markdown tables of each task and let tools/results.py write its plot.
+
+    results.py runs in this process (its ``main``), so matplotlib is imported once, not once per task.
+    """
+    from tools import results
+
+    for task in tasks:
         tree = osp.join(osp.abspath(output), task)
-        result = subprocess.run([sys.executable, osp.join(REPO, "tools", "results.py"), tree],
-                                cwd=REPO, capture_output=True, text=True)
-        if result.returncode != 0:
-            raise SystemExit(f"demo: tools/results.py {tree} failed:\n{result.stderr}")
+        stdout, stderr = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            code = results.main([tree])
+        if code != 0:
+            raise SystemExit(f"demo: tools/results.py {tree} failed:\n{stderr.getvalue()}")
+        sys.stderr.write(stderr.getvalue())  # its warnings (e.g. a log without a valid result)
         print(f"\n## {task} ({heading})\n")
-        print(result.stdout.strip())
+        print(stdout.getvalue().strip())
         print(f"\nplot: {osp.join(tree, 'results.png')}")
 
 
@@ -246,10 +357,10 @@ def few_shot_summary(tables: list[dict]) -> list[str]:
     return lines
 
 
-def summary(output: str) -> str:
+def summary(output: str, tasks: tuple[str, ...] = TASKS) -> str:
     """One Markdown table per task with a row per trainer, from the results.json files results.py wrote."""
     lines: list[str] = []
-    for task in TASKS:
+    for task in tasks:
         with open(osp.join(osp.abspath(output), task, "results.json")) as f:
             tables = json.load(f)["tables"]
         render = {BASE2NEW: base2new_summary, FEW_SHOT: few_shot_summary}.get(task, transfer_summary)
@@ -262,8 +373,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--full", action="store_true",
                    help="the README's numbers: every world dataset, 16 shots, few-shot 1-16, seeds 1 2 3 (hours)")
+    p.add_argument("--tasks", default=None,
+                   help=f"comma-separated protocols to run (default: all: {','.join(TASKS)})")
+    p.add_argument("--prec", default=DEFAULT_PRECISION,
+                   help=f"precision of every trainer, TRAINER.<node>.PREC: {', '.join(PRECISIONS)} "
+                        f"(default {DEFAULT_PRECISION}, the world configs')")
     p.add_argument("--output", default=None,
-                   help="output tree (default: demo_output/demo, with --full demo_output/full)")
+                   help="output tree (default: demo_output/demo, with --full demo_output/full; "
+                        "with --prec bf16 or auto, demo_output/demo_bf16, demo_output/full_auto, ...)")
     p.add_argument("--data", default=osp.join(REPO, "data"), help="data root; the world goes to DATA/world")
     p.add_argument("--clip", default=CHECKPOINT, help="CLIP checkpoint (default: the shipped small CLIP)")
     p.add_argument("--cfg", default="world", help="trainer config name under configs/trainers/<T>/")
@@ -276,7 +393,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--fresh", action="store_true", help="delete --output first instead of reusing finished runs")
     p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
                    help="runs at once (default: 2, or 1 on one core)")
-    return p.parse_args(argv)
+    p.add_argument("--fresh-interpreters", action="store_true",
+                   help="start every train.py / run_config.py in a new interpreter instead of forking it from "
+                        "one that imported torch once (tools/warm_python.py); slower, same results")
+    args = p.parse_args(argv)
+    args.prec = check_precision_option(args.prec)
+    if args.output is None:
+        args.output = default_output(args.full, args.prec)
+    return args
 
 
 def schedule_of(args: argparse.Namespace) -> Schedule:
@@ -289,56 +413,75 @@ def schedule_of(args: argparse.Namespace) -> Schedule:
     return schedule
 
 
+def heading_of(schedule: Schedule, prec: str) -> str:
+    return (f"embedded world, {schedule.shots} shots (few-shot: {schedule.few_shot_shots}), "
+            f"seeds {schedule.seeds}, precision {precision_label(prec)}")
+
+
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = parse_args(argv)
-    if args.output is None:
-        args.output = osp.join(REPO, "demo_output", "full" if args.full else "demo")
     if not osp.isfile(args.clip):
         raise SystemExit(f"demo: CLIP checkpoint {args.clip} not found; make it with tools/pretrain_world_clip.py "
                          "(see assets/README.md)")
     if args.jobs < 1:
         raise SystemExit(f"demo: --jobs is {args.jobs}; it must be >= 1")
+    tasks = select_tasks(args.tasks)
     schedule = schedule_of(args)
     trainers = select_trainers(args.trainers, available_trainers(args.cfg), args.cfg)
+    prec_keys = precision_keys(trainers)
     if args.fresh and osp.isdir(args.output):
         shutil.rmtree(args.output)
-    os.makedirs(args.output, exist_ok=True)
-    start = time.time()
-    # Generated here once (and held shared), so parallel chains never race to write the same tree.
-    for name in datasets_of(schedule):
-        logger.info("World data: %s", prepare_task(osp.abspath(args.data), task_of(name)))
     log_dir = osp.join(args.output, "logs")
     os.makedirs(log_dir, exist_ok=True)
-    chains = plan(trainers, schedule)
+    start = time.time()
+    chains = plan(trainers, schedule, tasks)
     failed = threading.Event()  # after a failure no chain starts another run
+    timings: list[tuple[str, float]] = []
 
-    def run_chain(chain: list[Step], bar: tqdm) -> None:
+    def run_chain(chain: list[Step], bar: tqdm, python: str) -> None:
         first = chain[0]
         log_path = osp.join(log_dir, f"{first.task}_{first.dataset}_{first.trainer}.log")  # one per chain
         for step in chain:
             if failed.is_set():
                 return
+            env = script_env(args, step, schedule, python, prec_keys[step.trainer])
             try:
-                run_step(step, script_env(args, step, schedule), log_path, bar)
+                timings.append((step.label, run_step(step, env, log_path, bar)))
             except BaseException:
                 failed.set()
                 raise
             bar.update(1)
 
     n_calls = sum(len(chain) for chain in chains)
-    logger.info("demo: %d trainers (%s), %d script calls", len(trainers), ", ".join(trainers), n_calls)
-    with tqdm(total=n_calls, desc=f"demo ({args.jobs} at once)", unit="call", dynamic_ncols=True) as bar:
-        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-            futures = [pool.submit(run_chain, chain, bar) for chain in chains]
-        for future in futures:
-            future.result()  # re-raises the first failure's SystemExit
-    heading = (f"embedded world, {schedule.shots} shots (few-shot: {schedule.few_shot_shots}), "
-               f"seeds {schedule.seeds}")
-    print_results(args.output, heading)
+    logger.info("demo: %d trainers (%s), %s, %d script calls", len(trainers), ", ".join(trainers),
+                ", ".join(tasks), n_calls)
+    with contextlib.ExitStack() as stack:
+        # Generated here once (and held shared), so parallel chains never race to write the same tree; in a
+        # thread, while the fork server imports torch on the other core.
+        with ThreadPoolExecutor(max_workers=1) as preparing:
+            data = preparing.submit(lambda: [prepare_task(osp.abspath(args.data), task_of(name))
+                                             for name in datasets_of(schedule, tasks)])
+            python = sys.executable
+            if not args.fresh_interpreters:
+                python = stack.enter_context(warm_python(list(WARM_MODULES), process_env(args),
+                                                         log=osp.join(log_dir, "processes.tsv")))
+            for folder in data.result():
+                logger.info("World data: %s", folder)
+        with tqdm(total=n_calls, desc=f"demo ({args.jobs} at once)", unit="call", dynamic_ncols=True) as bar:
+            with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+                futures = [pool.submit(run_chain, chain, bar, python) for chain in chains]
+            for future in futures:
+                future.result()  # re-raises the first failure's SystemExit
+    with open(osp.join(log_dir, "timings.tsv"), "w") as f:
+        f.writelines(f"{label}\t{seconds:.1f}\n" for label, seconds in timings)
+    heading = heading_of(schedule, args.prec)
+    print_results(args.output, heading, tasks)
     print(f"\n## Summary ({heading})\n")
-    print(summary(args.output))
-    print(f"\ndemo: {n_calls} script calls in {time.time() - start:.0f} s; logs: {log_dir}")
+    print(summary(args.output, tasks))
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"\ndemo: {n_calls} script calls in {time.time() - start:.0f} s (load average 1/5/15 min now: {load}); "
+          f"logs and per-call times (timings.tsv): {log_dir}")
 
 
 if __name__ == "__main__":
