@@ -73,3 +73,16 @@ def test_prec_refuses_a_trainer_without_a_prec_key(monkeypatch):
     monkeypatch.setattr(train, "trainer_config_node", lambda name: "NO_SUCH_NODE")
     with pytest.raises(SystemExit, match=r"^demo: --prec: CoOp has no TRAINER.NO_SUCH_NODE.PREC key"):
         demo.precision_keys(("CoOp",))
+
+
+def test_every_call_gets_the_environment_the_fork_server_started_with(monkeypatch, tmp_path):
+    """Variables set in the demo process after the snapshot (scikit-learn sets KMP_* on import) never reach a
+    call: one would differ from the server's and send every call to a fresh interpreter."""
+    from tools.warm_python import import_time_env
+
+    args = demo.parse_args(["--output", str(tmp_path)])
+    snapshot = dict(demo.os.environ)
+    monkeypatch.setenv("KMP_INIT_AT_FORK", "FALSE")
+    env = demo.script_env(args, demo.Step("test", "CoOp", "base2new", "world"), demo.DEMO, environ=snapshot)
+    assert import_time_env(env) == import_time_env(demo.process_env(args, snapshot))
+    assert env["OMP_NUM_THREADS"] == env["MKL_NUM_THREADS"] == str(max(1, (demo.os.cpu_count() or 1) // args.jobs))

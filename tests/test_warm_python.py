@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -57,9 +58,13 @@ def test_an_uncaught_exception_and_a_signal_end_the_caller_as_they_end_a_fresh_i
 
 
 def test_what_a_child_cannot_stand_in_for_runs_in_a_fresh_interpreter(launcher, tmp_path):
-    # Another thread count: torch's pool was sized at import in the server.
-    report = json.loads(_run(launcher, ["report.py"], tmp_path, OMP_NUM_THREADS="7").stdout)
-    assert report["forked"] is False
+    # Another thread count: torch's pool was sized at import in the server. The server says why, once.
+    said = tmp_path / "server_stderr"
+    with open(said, "w") as stderr, wp.warm_python(["colorsys"], dict(os.environ), stderr=stderr) as other:
+        for _ in range(2):
+            report = json.loads(_run(other, ["report.py"], tmp_path, OMP_NUM_THREADS="7").stdout)
+            assert report["forked"] is False
+    assert said.read_text().count("OMP_NUM_THREADS differ from the server's, and imports read them") == 1
     fresh = _run(launcher, ["-c", "import sys; print('colorsys' in sys.modules)"], tmp_path)  # not SCRIPT ARGS
     assert fresh.stdout == "False\n"
     no_server = subprocess.run([sys.executable, "-S", str(REPO / "tools" / "warm_python.py"), "run",
@@ -73,3 +78,31 @@ def test_import_time_variables_are_the_ones_compared():
            "PYTHON": "/a/launcher", "TRAINER": "CoOp", "PATH": "/bin"}
     assert wp.import_time_env(env) == {"OMP_NUM_THREADS": "1", "TORCH_LOGS": "x", "HF_HUB_OFFLINE": "1",
                                        "PYTHONHASHSEED": "0"}
+
+
+def test_the_server_ends_when_its_caller_dies(tmp_path):
+    caller = subprocess.Popen([sys.executable, "-c", f"""
+import subprocess, sys, time
+server = subprocess.Popen([sys.executable, {str(REPO / "tools" / "warm_python.py")!r}, "serve",
+                           {str(tmp_path / "socket")!r}, "colorsys"], stdout=subprocess.PIPE, text=True)
+server.stdout.readline()
+print(server.pid, flush=True)
+time.sleep(60)
+"""], stdout=subprocess.PIPE, text=True)
+    server = int(caller.stdout.readline())
+    caller.kill()
+    caller.wait()
+    deadline = time.monotonic() + 10 * wp.PARENT_CHECK_SECONDS
+    while time.monotonic() < deadline and _alive(server):
+        time.sleep(0.1)
+    assert not _alive(server)
+    assert not (tmp_path / "socket").exists()
+
+
+def _alive(pid: int) -> bool:
+    """Running, not a zombie waiting to be reaped."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "State:\tZ" not in status

@@ -228,11 +228,12 @@ def select_trainers(requested: str | None, available: tuple[str, ...], cfg: str)
     return chosen
 
 
-def process_env(args: argparse.Namespace) -> dict[str, str]:
-    """The environment of every process the demo starts: thread counts, offline hub."""
+def process_env(args: argparse.Namespace, environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of every process the demo starts: ``environ`` (default ``os.environ``) with thread
+    counts and the offline hub."""
     threads = str(max(1, (os.cpu_count() or 1) // args.jobs))
     return {
-        **os.environ,
+        **(os.environ if environ is None else environ),
         "OMP_NUM_THREADS": threads,  # torch's intra-op pool; see the module docstring
         "MKL_NUM_THREADS": threads,
         "HF_HUB_OFFLINE": "1",
@@ -240,16 +241,17 @@ def process_env(args: argparse.Namespace) -> dict[str, str]:
 
 
 def script_env(args: argparse.Namespace, step: Step, schedule: Schedule, python: str = sys.executable,
-               precision_key: str = "") -> dict[str, str]:
+               precision_key: str = "", environ: dict[str, str] | None = None) -> dict[str, str]:
     """The environment the protocol scripts read (see ``bash scripts/train.sh`` usage).
 
-    ``precision_key`` is the trainer's ``TRAINER.<node>.PREC``, set to ``--prec`` (see ``precision_keys``).
+    ``precision_key`` is the trainer's ``TRAINER.<node>.PREC``, set to ``--prec`` (see ``precision_keys``);
+    ``environ``: see ``process_env``.
     """
     targets = schedule.cross_targets if step.task == CROSS_DATASET else schedule.dg_targets
     opts = [f"MODEL.BACKBONE.NAME {shlex.quote(osp.abspath(args.clip))}"]
     opts += [f"{precision_key} {args.prec}"] if precision_key else []
     return {
-        **process_env(args),
+        **process_env(args, environ),
         "DATA": osp.abspath(args.data),
         "TRAINER": step.trainer,
         "CFG": args.cfg,
@@ -430,6 +432,9 @@ def main(argv: list[str] | None = None) -> None:
     schedule = schedule_of(args)
     trainers = select_trainers(args.trainers, available_trainers(args.cfg), args.cfg)
     prec_keys = precision_keys(trainers)
+    # The environment of every process, taken once: imports in this process set variables (generating the digits
+    # imports scikit-learn, which sets KMP_*), and the fork server compares its own with each call's.
+    environ = dict(os.environ)
     if args.fresh and osp.isdir(args.output):
         shutil.rmtree(args.output)
     log_dir = osp.join(args.output, "logs")
@@ -445,7 +450,7 @@ def main(argv: list[str] | None = None) -> None:
         for step in chain:
             if failed.is_set():
                 return
-            env = script_env(args, step, schedule, python, prec_keys[step.trainer])
+            env = script_env(args, step, schedule, python, prec_keys[step.trainer], environ)
             try:
                 timings.append((step.label, run_step(step, env, log_path, bar)))
             except BaseException:
@@ -464,7 +469,7 @@ def main(argv: list[str] | None = None) -> None:
                                              for name in datasets_of(schedule, tasks)])
             python = sys.executable
             if not args.fresh_interpreters:
-                python = stack.enter_context(warm_python(list(WARM_MODULES), process_env(args),
+                python = stack.enter_context(warm_python(list(WARM_MODULES), process_env(args, environ),
                                                          log=osp.join(log_dir, "processes.tsv")))
             for folder in data.result():
                 logger.info("World data: %s", folder)

@@ -32,7 +32,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from typing import NoReturn
+from typing import IO, NoReturn
 
 HEADER = struct.Struct("!Q")  # the length of the JSON request that follows the file descriptors
 STDIO = (0, 1, 2)
@@ -41,6 +41,7 @@ STDIO = (0, 1, 2)
 IMPORT_TIME_ENV_PREFIXES = ("OMP_", "MKL_", "KMP_", "GOMP_", "OPENBLAS_", "TORCH", "PYTORCH_", "CUDA_", "NVIDIA_",
                             "HF_", "HUGGINGFACE_", "TRANSFORMERS_", "PYTHON", "LD_", "MALLOC_", "TMPDIR")
 READY = "ready"
+PARENT_CHECK_SECONDS = 1.0  # how often an idle server checks that the process that started it is alive
 
 
 def import_time_env(env: dict[str, str]) -> dict[str, str]:
@@ -167,12 +168,15 @@ def _become_requested_process(request: dict, fds: list[int], path: list[str], se
 
 
 def _refusal(request: dict, server_env: dict[str, str], set_by_imports: dict[str, str]) -> str | None:
+    """Why a forked child cannot stand in for ``python ARGV`` with the request's environment (None: it can)."""
     argv = request.get("argv") or []
     env = request.get("env", {})
     if not argv or not argv[0].endswith(".py"):
         return "not SCRIPT ARGS"
-    if import_time_env(env) != server_env:
-        return "import-time environment differs"
+    requested = import_time_env(env)
+    differing = sorted(k for k in set(requested) | set(server_env) if requested.get(k) != server_env.get(k))
+    if differing:
+        return f"{', '.join(differing)} differ from the server's, and imports read them"
     if any(k in env for k in set_by_imports):
         return f"sets {', '.join(k for k in set_by_imports if k in env)}, which the imports set"
     return None
@@ -205,11 +209,18 @@ def serve(socket_path: str, modules: list[str], path: list[str], log: str = "") 
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(socket_path)
     listener.listen(64)
+    parent = os.getppid()
     print(READY, flush=True)
     arguments: dict[int, list[str]] = {}  # pid -> argv, for the log
+    refusals: set[str] = set()
     children: dict[int, tuple[int, socket.socket, float]] = {}  # pidfd -> (pid, caller's connection, start)
     while True:
-        readable, _, _ = select.select([listener, *children], [], [])
+        readable, _, _ = select.select([listener, *children], [], [], PARENT_CHECK_SECONDS)
+        if os.getppid() != parent and not children:  # the caller died without stopping us: nothing to serve
+            listener.close()
+            with contextlib.suppress(OSError):
+                os.unlink(socket_path)
+            return None
         for ready in readable:
             if ready is listener:
                 connection, _ = listener.accept()
@@ -218,7 +229,12 @@ def serve(socket_path: str, modules: list[str], path: list[str], log: str = "") 
                 except (OSError, ValueError):
                     connection.close()
                     continue
-                if _refusal(request, server_env, set_by_imports):
+                refusal = _refusal(request, server_env, set_by_imports)
+                if refusal:
+                    if refusal not in refusals:  # once per reason: a silent fallback would only look slow
+                        refusals.add(refusal)
+                        print(f"warm_python: a fresh interpreter runs {shlex.join(request.get('argv') or [])[:200]}"
+                              f" (and others like it): {refusal}", file=sys.stderr, flush=True)
                     for fd in fds:
                         os.close(fd)
                     with contextlib.suppress(OSError):
@@ -299,18 +315,18 @@ def run_script(script: str) -> NoReturn:
 
 
 @contextlib.contextmanager
-def warm_python(modules: list[str], env: dict[str, str], python: str = sys.executable, log: str = ""
-                ) -> Iterator[str]:
+def warm_python(modules: list[str], env: dict[str, str], python: str = sys.executable, log: str = "",
+                stderr: IO[str] | None = None) -> Iterator[str]:
     """A launcher to use as ``$PYTHON`` while the block runs: ``python`` with ``modules`` already imported.
 
     ``env`` is the server's environment; requests whose import-time variables differ from it run fresh.
-    If the server cannot start, the launcher is ``python`` itself. ``log``: see ``serve``.
+    If the server cannot start, the launcher is ``python`` itself. ``log``: see ``serve``; ``stderr``: where
+    the server writes why a request runs fresh (default: ours).
     """
     with tempfile.TemporaryDirectory(prefix="warm_python_") as folder:
         socket_path = osp.join(folder, "socket")
         server = subprocess.Popen([python, osp.abspath(__file__), "serve", socket_path, f"--log={log}", *modules],
-                                  env=env,
-                                  stdout=subprocess.PIPE, text=True)
+                                  env=env, stdout=subprocess.PIPE, stderr=stderr, text=True)
         try:
             if server.stdout.readline().strip() != READY:
                 server.wait()
