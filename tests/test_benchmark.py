@@ -1,9 +1,14 @@
-"""Smoke test of tools/benchmark.py: one step on a tiny CLIP prints a JSON line with every reported key."""
+"""tools/benchmark.py: one step on a tiny CLIP prints a JSON line with every reported key, and each method's
+necessary work is the tower work of its step."""
+import contextlib
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+import torch
 
 import trainers  # noqa: F401  (registers the trainers)
 from dassl.engine import TRAINER_REGISTRY
@@ -54,3 +59,63 @@ def test_every_registered_trainer_is_benchmarkable_by_name():
     cfg = benchmark.build_cfg(args, "CoCoOp", "/nonexistent", "/nonexistent", 224)
     # PREC goes to the trainer's own node (CoCoOp.CFG_NODE), found through the registry, not a table in the tool.
     assert cfg.TRAINER.COCOOP.PREC == "fp32" and cfg.TRAIN.MEMORY_BUDGET_GB == 3.0
+
+
+def learning_methods() -> list[str]:
+    """Every method the ``trainers`` package registers that has a training step."""
+    names = TRAINER_REGISTRY.registered_names()
+    return sorted(n for n in names if TRAINER_REGISTRY.get(n).__module__.startswith("trainers.")
+                  and not TRAINER_REGISTRY.get(n).EVAL_ONLY)
+
+
+@contextlib.contextmanager
+def recorded_tower_calls(backbone):
+    """Every tower call on ``backbone`` while open: (tower, rows, prompted, autograd on).
+
+    "prompted" is whether vision prompts were given (image tower) or how many deep prompts (text tower).
+    """
+    calls = []
+    towers = {"encode_image": "image", "encode_image_with_layers": "image+layers", "encode_prompts": "text"}
+
+    def spy(tower, method):
+        def call(inputs, *args, **kwargs):
+            if tower == "text":
+                prompted = len(kwargs.get("deep_prompts", args[2] if len(args) > 2 else ()))
+            else:
+                prompted = (args[0] if args else kwargs.get("prompts")) is not None
+            calls.append((tower, len(inputs), prompted, torch.is_grad_enabled()))
+            return method(inputs, *args, **kwargs)
+
+        return call
+
+    for name, tower in towers.items():
+        setattr(backbone, name, spy(tower, getattr(backbone, name)))
+    try:
+        yield calls
+    finally:
+        for name in towers:
+            delattr(backbone, name)
+
+
+@pytest.mark.parametrize("trainer_name", learning_methods())
+def test_necessary_work_is_the_tower_calls_of_a_step(trainer_name, tiny_clip_path, tmp_path):
+    """The benchmark's necessary work makes the very tower calls a training step makes (after the first step,
+    which computes what stays fixed for the run): same batch sizes, prompts and autograd; e.g. PromptSRC's
+    teacher pass, prompted image towers with gradients, VPT's fixed text without a text pass."""
+    config = REPO / "configs" / "trainers" / trainer_name / "tiny.yaml"
+    args = benchmark.parse_args(["--backbone", tiny_clip_path, "--trainer", trainer_name, "--classes", "3",
+                                 "--batch-size", "2", "--precision", "fp32", "--config-file", str(config)])
+    trainer, _ = benchmark.build_benchmark_trainer(args, trainer_name, args.classes, str(tmp_path))
+    batch = benchmark.on_device(next(iter(trainer.train_loader_x)), trainer.device)
+    work = benchmark.step_work(trainer, args.batch_size)
+    trainer.set_model_mode("train")
+    trainer.forward_backward(batch)
+    with recorded_tower_calls(trainer.model.clip) as step_calls:
+        trainer.forward_backward(batch)
+    with recorded_tower_calls(trainer.model.clip) as necessary_calls:
+        benchmark.image_tower_fn(trainer, work, batch)()
+        text_pass = benchmark.text_tower_fn(trainer, work)
+        if text_pass is not None:
+            text_pass()
+    assert sorted(necessary_calls) == sorted(step_calls)
+    assert any(call[3] for call in step_calls)  # a step that learns has some tower call under autograd

@@ -6,10 +6,13 @@ on a generated CoOp-layout dataset (Describable Textures layout, N classes of si
 - ``train_step_s``: median seconds of ``trainer.forward_backward(batch)`` (the engine's whole step: forward,
   losses, backward, optimizer step) on one fixed batch drawn from the real train loader before timing
   (its views are data-pipeline work, so data loading is not timed);
-- ``image_tower_s``: median seconds of one no-grad image-tower pass over that step's view images;
+- ``image_tower_s``: median seconds of the image-tower work of that step: one pass over its view images,
+  forward + backward to the model's vision prompts when it learns some (``vision_prompts``), else no-grad, and
+  a no-grad unprompted pass over its ``teacher_views`` (a frozen teacher, e.g. PromptSRC's);
 - ``text_tower_s``: median seconds of forward + backward of the text tower over that step's prompts, cut to the
-  class prompts' length, through the same ``encode_prompts``; step, image and text runs alternate, so load from
-  other processes hits all three alike;
+  class prompts' length, with the model's deep text prompts, through the same ``encode_prompts``; 0 when the
+  class text features are fixed (computed once per run, as targets computed once are); step, image and text
+  runs alternate, so load from other processes hits all three alike;
 - ``eval_s_per_image``: median seconds per image of ``trainer.model_inference`` on a batch of 8 test images;
 - ``peak_rss_mb_train`` / ``peak_rss_mb_eval``: peak resident memory of each phase; training and evaluation
   each run in their own process (``--phase``), so the two are separate (also as ``peak_rss_{train,eval}_mb``);
@@ -25,8 +28,9 @@ With ``--memory-budget-gb`` (``TRAIN.MEMORY_BUDGET_GB``) the necessary text work
 step uses, each forward + backward once (no recomputation), so the ratio shows what checkpointing costs.
 
 Every registered trainer can be benchmarked (``--trainer all``): the tool reads only the trainer's
-``CFG_NODE`` (for PREC) and the model contract (``step_work``, ``clip``, ``class_prompts``,
-``prompt_learner.ctx``); an evaluation-only trainer (``EVAL_ONLY``) runs the eval phase only.
+``CFG_NODE`` (for PREC) and the model contract (``step_work``, ``learned_prompts``, ``clip``, ``class_prompts``,
+``prompt_learner.ctx``), so each method declares its own necessary work; an evaluation-only trainer
+(``EVAL_ONLY``) runs the eval phase only.
 
 Examples:
     python tools/benchmark.py --trainer GOPro --classes 10 --batch-size 4 --steps 4 --warmup 1 --json
@@ -248,9 +252,10 @@ def class_names(n: int, tokens_per_name: int) -> list[str]:
     words = [w[: -len("</w>")] for w, _ in sorted(vocab.items(), key=lambda kv: kv[1]) if w.endswith("</w>")]
     words = [w for w in words if w.isascii() and w.isalpha() and len(w) >= 4]
     needed = n * tokens_per_name
+    step = max(256, 2 * needed)  # words tokenised at a time: BPE in Python is slow, few are needed
     picked: list[str] = []
-    for start in range(0, len(words), 4096):
-        chunk = words[start : start + 4096]
+    for start in range(0, len(words), step):
+        chunk = words[start : start + step]
         # "<word>." must be SOT, word, ".", EOT: the EOT (largest id) sits at position 3.
         eot = clip.tokenize([f"{w}." for w in chunk], context_length=16).argmax(dim=-1)
         picked += [w for w, pos in zip(chunk, eot.tolist(), strict=True) if pos == 3]
@@ -393,7 +398,8 @@ class StepWork:
 
     view_keys: tuple[str, ...]  # batch keys whose images go through the image tower
     with_layers: bool  # the trainer reads every layer's tokens (GOPro)
-    instances: int  # contexts per step; each is paired with every class
+    instances: int  # contexts per step; each is paired with every class (0: fixed class text features)
+    teacher_views: tuple[str, ...] = ()  # views that also go through the unprompted tower, no grad
 
     def n_prompts(self, n_classes: int) -> int:
         return self.instances * n_classes
@@ -402,24 +408,41 @@ class StepWork:
 def step_work(trainer, batch_size: int) -> StepWork:
     """The necessary work of one step of ``trainer``, as its model describes it (``PromptModel.step_work``)."""
     work = trainer.model.step_work(batch_size)
-    return StepWork(tuple(work["view_keys"]), work["with_layers"], work["instances"])
+    return StepWork(tuple(work["view_keys"]), work["with_layers"], work["instances"],
+                    tuple(work.get("teacher_views", ())))
 
 
 def image_tower_fn(trainer, work: StepWork, batch: dict) -> Callable[[], object]:
-    """One no-grad image-tower pass over all of the step's view images, as one batch."""
-    backbone = trainer.model.clip
+    """The step's image-tower work: one pass over all its view images as one batch, forward + backward to the
+    model's vision prompts when it has some (else no-grad), and the unprompted no-grad pass over its teacher views."""
+    model = trainer.model
+    backbone = model.clip
     images = torch.cat([batch[k] for k in work.view_keys])
+    teacher_images = torch.cat([batch[k] for k in work.teacher_views]) if work.teacher_views else None
     encode = backbone.encode_image_with_layers if work.with_layers else backbone.encode_image
 
     def run() -> object:
-        with torch.no_grad(), trainer.autocast():
-            return encode(images)
+        with trainer.autocast():
+            _, prompts = model.learned_prompts()  # built inside the step too (MaPLe's couplings)
+            if prompts is None:
+                with torch.no_grad():
+                    encode(images)
+            else:
+                output = encode(images, prompts)
+                features = output[0] if work.with_layers else output
+                # Gradients reach the prompts only: the tower's weights are frozen, as in the step.
+                torch.autograd.grad(features.float().sum(), [prompts.shallow, *prompts.deep])
+            if teacher_images is not None:
+                with torch.no_grad():
+                    backbone.encode_image(teacher_images)
 
     return run
 
 
-def text_chunk(trainer, work: StepWork) -> int:
+def text_chunk(trainer, work: StepWork) -> int | None:
     """Prompts per text pass: all of them, or the chunk the model's memory budget plans for the step."""
+    if not work.instances:
+        return None
     prompts = trainer.model.class_prompts
     n_prompts = work.n_prompts(prompts.n_cls)
     text_pass = getattr(trainer.model, "text_pass", None)
@@ -427,27 +450,32 @@ def text_chunk(trainer, work: StepWork) -> int:
     return plan.chunk if plan is not None else n_prompts
 
 
-def text_tower_fn(trainer, work: StepWork) -> Callable[[], object]:
-    """Forward + backward (to the context) of the text tower over the step's prompts, at the cut length.
+def text_tower_fn(trainer, work: StepWork) -> Callable[[], object] | None:
+    """Forward + backward (to the context and deep prompts) of the text tower over the step's prompts, at the
+    cut length; None when the step has no text work (fixed class text features).
 
     Under a memory budget each of the step's chunks runs forward + backward once, so memory stays bounded.
     """
+    if not work.instances:
+        return None
     prompts = trainer.model.class_prompts
     backbone = trainer.model.clip
     ctx0 = trainer.model.prompt_learner.ctx.detach()
+    deep0 = [p.detach() for p in trainer.model.learned_prompts()[0]]
     n_cls = prompts.n_cls
     n_prompts = work.n_prompts(n_cls)
     chunk = text_chunk(trainer, work)
 
     def run() -> object:
         ctx = ctx0.clone().requires_grad_(True)
+        deep = [p.clone().requires_grad_(True) for p in deep0]
         for start in range(0, n_prompts, chunk):
             prompt_idx = torch.arange(start, min(start + chunk, n_prompts), device=prompts.tokens.device)
             class_idx = prompt_idx % n_cls
             # one context shared by every prompt, or class-specific contexts [n_cls, n_ctx, D]
             per_prompt = ctx.unsqueeze(0).expand(len(prompt_idx), -1, -1) if ctx.dim() == 2 else ctx[class_idx]
             with trainer.autocast():
-                features = backbone.encode_prompts(*prompts.embed(per_prompt, class_idx))
+                features = backbone.encode_prompts(*prompts.embed(per_prompt, class_idx), deep_prompts=deep)
             features.float().sum().backward()
         return ctx.grad
 
@@ -498,6 +526,7 @@ def run_train_phase(args: argparse.Namespace, trainer_name: str, workdir: str) -
         "image_tower": image_tower_fn(trainer, work, batch),
         "text_tower": text_tower_fn(trainer, work),
     }
+    runs = {name: fn for name, fn in runs.items() if fn is not None}
     times: dict[str, list[tuple[float, float]]] = {name: [] for name in runs}
     for step in range(args.warmup + args.steps):
         for name, fn in runs.items():  # interleaved, so load from other processes hits all three alike
@@ -517,17 +546,21 @@ def run_train_phase(args: argparse.Namespace, trainer_name: str, workdir: str) -
                  "epoch_ratio": round(epoch_s / (epoch_steps * step_s), 3),
                  "num_workers": trainer.cfg.DATALOADER.NUM_WORKERS, "epoch_image_px": EPOCH_IMAGE_PX}
     result = phase_header(args, trainer, trainer_name, "train", build)
+    class_prompts = trainer.model.class_prompts if work.instances else None
     result.update({
         "classes": args.classes,
         "batch_size": args.batch_size,
+        "text_tower_s": 0.0, "text_tower_cpu_s": 0.0,  # no text work: fixed class text features
         **{f"{name}_s": median([wall for wall, _ in runs_]) for name, runs_ in times.items()},
         **{f"{name}_cpu_s": median([cpu for _, cpu in runs_]) for name, runs_ in times.items()},
         "train_step_all_s": [round(wall, 3) for wall, _ in times["train_step"]],
         "n_view_images": len(work.view_keys) * args.batch_size,
-        "n_prompts": work.n_prompts(trainer.model.class_prompts.n_cls),
+        "vision_prompts": trainer.model.learned_prompts()[1] is not None,
+        "n_teacher_images": len(work.teacher_views) * args.batch_size,
+        "n_prompts": 0 if class_prompts is None else work.n_prompts(class_prompts.n_cls),
         "text_chunk": text_chunk(trainer, work),
-        "cut_len": int(trainer.model.class_prompts.tokens.shape[1]),
-        "n_ctx": int(trainer.model.class_prompts.n_ctx),
+        "cut_len": None if class_prompts is None else int(class_prompts.tokens.shape[1]),
+        "n_ctx": None if class_prompts is None else int(class_prompts.n_ctx),
         "peak_rss_train_mb": round(peak_rss_mb(), 1),
         "load_avg_train": [load_start, load_average()],
         **epoch,

@@ -5,8 +5,11 @@ subclass that sets ``CFG_NODE`` and builds the model; the engine does the rest (
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from torch import Tensor, nn
 
+import clip
 from dassl.engine import TrainerX
 from dassl.optim import build_lr_scheduler, build_optimizer
 from dassl.utils import ConfigError
@@ -38,10 +41,20 @@ class PromptModel(nn.Module):
     def forward(self, images: Tensor) -> Tensor:
         return self.logits(images)
 
+    def learned_prompts(self) -> tuple[Sequence[Tensor], clip.VisionPrompts | None]:
+        """(deep text prompts, vision prompts) the towers get besides the shallow text context; none here."""
+        return (), None
+
     def step_work(self, batch_size: int) -> dict:
-        """What one training step must compute, for tools/benchmark.py: the views through the image tower,
-        whether per-layer tokens are read, and how many contexts are each paired with every class."""
-        return {"view_keys": tuple(self.image_views), "with_layers": False, "instances": 1}
+        """The necessary work of one training step, for tools/benchmark.py.
+
+        ``view_keys``: batch keys whose images go through the image tower in one pass, with autograd to the
+        vision prompts when ``learned_prompts`` has some, else without; ``with_layers``: per-layer tokens are
+        read; ``teacher_views``: views that also go through the unprompted tower without autograd (a frozen
+        teacher); ``instances``: contexts per step, each paired with every class (0: the class text features
+        are fixed, computed once). Work done once per run (fixed targets) is not a step's.
+        """
+        return {"view_keys": tuple(self.image_views), "with_layers": False, "teacher_views": (), "instances": 1}
 
 
 class PromptTrainer(TrainerX):

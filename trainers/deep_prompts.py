@@ -161,6 +161,9 @@ class DeepPromptNet(PromptModel):
     def logits(self, images: Tensor) -> Tensor:
         return cosine_logits(self.clip.logit_scale, self.image_features(images), self.text_features())
 
+    def learned_prompts(self) -> tuple[list[Tensor], clip.VisionPrompts | None]:
+        return self.prompt_learner.text_deep_prompts(), self.prompt_learner.vision_prompts()
+
     def image_features(self, images: Tensor) -> Tensor:
         """Normalised fp32 image features [B, E]; the image tower runs with autograd only under vision prompts."""
         prompts = self.prompt_learner.vision_prompts()

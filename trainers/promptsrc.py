@@ -127,6 +127,10 @@ class PromptSRCNet(DeepPromptNet):
             self._teacher_text = F.normalize(total / len(PROMPTSRC_TEMPLATES), dim=-1)
         return self._teacher_text
 
+    def step_work(self, batch_size: int) -> dict:
+        # The teacher's image pass is a step's work; its text targets are computed once per run.
+        return {**super().step_work(batch_size), "teacher_views": ("img",)}
+
     def losses(self, images: dict[str, Tensor], labels: Tensor) -> dict[str, Tensor]:
         image = self.image_features(images["img"])
         text = self.text_features()

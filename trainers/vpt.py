@@ -66,6 +66,9 @@ class VPTNet(DeepPromptNet):
     def text_features(self) -> Tensor:
         return self.fixed_text
 
+    def step_work(self, batch_size: int) -> dict:
+        return {**super().step_work(batch_size), "instances": 0}  # the class text features are fixed
+
 
 @TRAINER_REGISTRY.register()
 class VPT(DeepPromptTrainer):
