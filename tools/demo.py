@@ -22,6 +22,7 @@ import contextlib
 import io
 import json
 import logging
+import multiprocessing
 import os
 import os.path as osp
 import shlex
@@ -31,7 +32,7 @@ import sys
 import threading
 import time
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 from tqdm import tqdm
@@ -40,7 +41,8 @@ REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from datasets.world import BASE_TO_NEW, DG_TARGETS, task_of  # noqa: E402
-from datasets.world_gen import prepare_task  # noqa: E402
+from datasets.world_gen import is_complete, prepare_task  # noqa: E402
+from datasets.world_tasks import TASKS as WORLD_TASKS  # noqa: E402
 from tools.warm_python import warm_python  # noqa: E402
 
 logger = logging.getLogger("demo")
@@ -226,6 +228,22 @@ def select_trainers(requested: str | None, available: tuple[str, ...], cfg: str)
         raise SystemExit(f"demo: --trainers {requested!r}: {', '.join(unknown)} is not a registered trainer "
                          f"with a '{cfg}' config (configs/trainers/<Name>/{cfg}.yaml); valid: {', '.join(available)}")
     return chosen
+
+
+def prepare_data(root: str, names: tuple[str, ...], workers: int) -> list[str]:
+    """Generate the world datasets ``names`` under ``root`` where missing, ``workers`` at once (largest first),
+    and hold a shared lock on each while this process lives; returns their folders.
+
+    Done once here, so that the runs never wait for one another to write a tree, and no other process can
+    regenerate one during the demo. A fresh clone's five demo datasets take about 50 s on one core.
+    """
+    missing = sorted((task_of(name) for name in names if not is_complete(root, task_of(name))),
+                     key=lambda key: -len(WORLD_TASKS[key].classes))
+    if workers > 1 and len(missing) > 1:
+        # Forked: this process has no other thread yet (the chains and the fork server start after this).
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+            list(pool.map(prepare_task, [root] * len(missing), missing))
+    return [prepare_task(root, task_of(name)) for name in names]
 
 
 def process_env(args: argparse.Namespace, environ: dict[str, str] | None = None) -> dict[str, str]:
@@ -461,18 +479,13 @@ def main(argv: list[str] | None = None) -> None:
     n_calls = sum(len(chain) for chain in chains)
     logger.info("demo: %d trainers (%s), %s, %d script calls", len(trainers), ", ".join(trainers),
                 ", ".join(tasks), n_calls)
+    for folder in prepare_data(osp.abspath(args.data), datasets_of(schedule, tasks), args.jobs):
+        logger.info("World data: %s", folder)
     with contextlib.ExitStack() as stack:
-        # Generated here once (and held shared), so parallel chains never race to write the same tree; in a
-        # thread, while the fork server imports torch on the other core.
-        with ThreadPoolExecutor(max_workers=1) as preparing:
-            data = preparing.submit(lambda: [prepare_task(osp.abspath(args.data), task_of(name))
-                                             for name in datasets_of(schedule, tasks)])
-            python = sys.executable
-            if not args.fresh_interpreters:
-                python = stack.enter_context(warm_python(list(WARM_MODULES), process_env(args, environ),
-                                                         log=osp.join(log_dir, "processes.tsv")))
-            for folder in data.result():
-                logger.info("World data: %s", folder)
+        python = sys.executable
+        if not args.fresh_interpreters:
+            python = stack.enter_context(warm_python(list(WARM_MODULES), process_env(args, environ),
+                                                     log=osp.join(log_dir, "processes.tsv")))
         with tqdm(total=n_calls, desc=f"demo ({args.jobs} at once)", unit="call", dynamic_ncols=True) as bar:
             with ThreadPoolExecutor(max_workers=args.jobs) as pool:
                 futures = [pool.submit(run_chain, chain, bar, python) for chain in chains]
