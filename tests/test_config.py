@@ -100,3 +100,21 @@ def test_missing_config_file_is_named(tmp_path):
     missing = tmp_path / "nope.yaml"
     with pytest.raises(ConfigError, match="nope.yaml"):
         merge_from_file_checked(get_cfg_default(), str(missing))
+
+
+
+def test_no_shipped_trainer_config_pins_a_worker_count():
+    """The machine's default (half the CPUs, tests/test_views.py) applies; a config may only turn workers off."""
+    import glob
+    import os.path as osp
+
+    import yaml
+
+    root = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), "configs", "trainers")
+    pinned = {}
+    for path in glob.glob(osp.join(root, "*", "*.yaml")):
+        with open(path) as f:
+            workers = ((yaml.safe_load(f) or {}).get("DATALOADER") or {}).get("NUM_WORKERS")
+        if workers not in (None, 0):
+            pinned[osp.relpath(path, root)] = workers
+    assert not pinned, f"configs that pin DATALOADER.NUM_WORKERS (oversubscribes small machines): {pinned}"
