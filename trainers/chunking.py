@@ -3,8 +3,8 @@
 A method whose prompts depend on the image (CoCoOp, GOPro) runs the text tower over instances x classes
 prompts. It opts into this module by sending those prompts through an ``InstanceTextPass``: with no budget
 (``TRAIN.MEMORY_BUDGET_GB`` unset) that is one pass, as before; with a budget, the training pass is split
-into chunks whose size is computed from the shapes, and each chunk is checkpointed (its activations are
-recomputed in backward), so only one chunk's activations are alive at a time. Losses and gradients are
+into chunks whose size is computed from the shapes, and every chunk but the last is checkpointed (its
+activations are recomputed in backward), so only one chunk's activations are alive at a time. Losses and gradients are
 the same as the single pass; evaluation chunks take the budget into account as well.
 """
 from __future__ import annotations
@@ -162,13 +162,17 @@ class InstanceTextPass:
             embeddings, tokens = class_prompts.embed(ctx[pair // n_cls], pair % n_cls)
             return encode_prompt_embeddings(clip_model, embeddings[:, :length], tokens[:, :length], truncate=False)
 
+        # The last chunk keeps its activations: autograd runs the latest nodes first, so its backward frees
+        # them before any earlier chunk is recomputed, and one chunk is still all that is alive. The remainder
+        # goes first, so that only the smallest chunk and the other full ones are recomputed.
+        n = m * n_cls
+        bounds = [0, *range(n % plan.chunk or plan.chunk, n + 1, plan.chunk)]
         # Only this pass's own recomputation: a per-block checkpoint inside each chunk would recompute twice.
         per_block, clip_model.text_checkpointing = clip_model.text_checkpointing, False
         try:
-            parts = [
-                checkpoint(chunk_features, ctx, start, min(start + plan.chunk, m * n_cls), use_reentrant=False)
-                for start in range(0, m * n_cls, plan.chunk)
-            ]
+            parts = [checkpoint(chunk_features, ctx, start, stop, use_reentrant=False)
+                     for start, stop in zip(bounds[:-2], bounds[1:-1])]
+            parts.append(chunk_features(ctx, bounds[-2], bounds[-1]))
         finally:
             clip_model.text_checkpointing = per_block
         return torch.cat(parts).view(m, n_cls, -1)
