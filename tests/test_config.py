@@ -102,7 +102,6 @@ def test_missing_config_file_is_named(tmp_path):
         merge_from_file_checked(get_cfg_default(), str(missing))
 
 
-
 def test_no_shipped_trainer_config_pins_a_worker_count():
     """The machine's default (half the CPUs, tests/test_views.py) applies; a config may only turn workers off."""
     import glob

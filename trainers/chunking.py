@@ -4,8 +4,8 @@ A method whose prompts depend on the image (CoCoOp, GOPro) runs the text tower o
 prompts. It opts into this module by sending those prompts through an ``InstanceTextPass``: with no budget
 (``TRAIN.MEMORY_BUDGET_GB`` unset) that is one pass, as before; with a budget, the training pass is split
 into chunks whose size is computed from the shapes, and every chunk but the last is checkpointed (its
-activations are recomputed in backward), so only one chunk's activations are alive at a time. Losses and gradients are
-the same as the single pass; evaluation chunks take the budget into account as well.
+activations are recomputed in backward), so only one chunk's activations are alive at a time. Losses and
+gradients are the same as the single pass; evaluation chunks take the budget into account as well.
 """
 from __future__ import annotations
 
@@ -149,7 +149,8 @@ class InstanceTextPass:
     def features(self, clip_model, class_prompts: ClassPrompts, ctx: Tensor) -> Tensor:
         """Normalised text features [M, n_cls, E] for per-instance contexts [M, n_ctx, D]."""
         m, n_cls = ctx.shape[0], class_prompts.n_cls
-        plan = self.plan(clip_model, m * n_cls, class_prompts.tokens.shape[1]) if torch.is_grad_enabled() else None
+        n = m * n_cls
+        plan = self.plan(clip_model, n, class_prompts.tokens.shape[1]) if torch.is_grad_enabled() else None
         if plan is None or not plan.chunked:
             return class_prompts.instance_features(clip_model, ctx)
 
@@ -165,7 +166,6 @@ class InstanceTextPass:
         # The last chunk keeps its activations: autograd runs the latest nodes first, so its backward frees
         # them before any earlier chunk is recomputed, and one chunk is still all that is alive. The remainder
         # goes first, so that only the smallest chunk and the other full ones are recomputed.
-        n = m * n_cls
         bounds = [0, *range(n % plan.chunk or plan.chunk, n + 1, plan.chunk)]
         # Only this pass's own recomputation: a per-block checkpoint inside each chunk would recompute twice.
         per_block, clip_model.text_checkpointing = clip_model.text_checkpointing, False
