@@ -1,6 +1,7 @@
 """CLIPBackbone: the frozen CLIP that trainers use, with per-layer image features and shallow/deep prompt hooks."""
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 import torch
@@ -36,6 +37,8 @@ class CLIPBackbone(nn.Module):
         self.logit_scale = model.logit_scale
         # Recompute text-block activations in backward (less memory, ~1/3 more text time); set by trainers.
         self.text_checkpointing = False
+        # Set by `store_matmul_weights`: the dtype of the weights that only matrix products read.
+        self.matmul_dtype: torch.dtype | None = None
         self.requires_grad_(False)
         self.eval()
 
@@ -94,11 +97,33 @@ class CLIPBackbone(nn.Module):
         """OpenAI's additive causal mask [context_length, context_length] of the text tower."""
         return causal_mask(self.context_length, self.positional_embedding.device)
 
+    def store_matmul_weights(self, dtype: torch.dtype) -> int:
+        """Keep the weights that only matrix products read (linear, conv, projections) in `dtype`; bytes freed.
+
+        Under `torch.autocast(dtype=dtype)` this computes exactly what fp32 weights do, since autocast rounds
+        those operands to `dtype` at every call anyway; it halves their memory and drops the per-call casts.
+        Norms, embeddings and the logit scale stay fp32. The towers then always run under that autocast.
+        """
+        replaced: dict[int, nn.Parameter] = {}
+        freed = 0
+        for module in self.modules():
+            for name in _matmul_weight_names(module):
+                param = module._parameters.get(name)
+                if param is None or param.dtype == dtype:
+                    continue
+                if id(param) not in replaced:
+                    replaced[id(param)] = nn.Parameter(param.detach().to(dtype), requires_grad=False)
+                    freed += param.numel() * (param.element_size() - replaced[id(param)].element_size())
+                module._parameters[name] = replaced[id(param)]
+        self.matmul_dtype = dtype
+        return freed
+
     def encode_image(self, images: torch.Tensor, prompts: VisionPrompts | None = None) -> torch.Tensor:
         """Image features [B, embed_dim], not normalised; `prompts` (ViT only) as `VisionPrompts` documents."""
-        features, _ = visual_tower.forward_with_layers(
-            self.visual, self._checked_images(images), prompts, keep_layers=False
-        )
+        with self._matmul_autocast():
+            features, _ = visual_tower.forward_with_layers(
+                self.visual, self._checked_images(images), prompts, keep_layers=False
+            )
         return features
 
     def encode_image_with_layers(
@@ -108,7 +133,10 @@ class CLIPBackbone(nn.Module):
 
         With vision prompts T = 1 + patches + n, the prompt tokens being the last n.
         """
-        return visual_tower.forward_with_layers(self.visual, self._checked_images(images), prompts, keep_layers=True)
+        with self._matmul_autocast():
+            return visual_tower.forward_with_layers(
+                self.visual, self._checked_images(images), prompts, keep_layers=True
+            )
 
     def encode_text(self, token_ids: torch.Tensor) -> torch.Tensor:
         """Text features [N, embed_dim] of token ids [N, L], not normalised."""
@@ -142,10 +170,18 @@ class CLIPBackbone(nn.Module):
                 f"deep text prompts replace positions 1..{n_deep}, but a prompt's EOT is at position "
                 f"{int(eot_index.min())}; every EOT must come after them (placeholder words before the class name)"
             )
-        return text_tower.encode_from_embeddings(
-            self, prompt_embeddings.to(self.dtype), eot_index, truncate,
-            checkpointing=self.text_checkpointing, deep_prompts=deep_prompts,
-        )
+        with self._matmul_autocast():
+            return text_tower.encode_from_embeddings(
+                self, prompt_embeddings.to(self.dtype), eot_index, truncate,
+                checkpointing=self.text_checkpointing, deep_prompts=deep_prompts,
+            )
+
+    def _matmul_autocast(self):
+        """Autocast to `matmul_dtype` unless one is already on: low-precision weights need it to be exact."""
+        device = self.positional_embedding.device.type
+        if self.matmul_dtype is None or torch.is_autocast_enabled(device):
+            return contextlib.nullcontext()
+        return torch.autocast(device, dtype=self.matmul_dtype)
 
     def _require_vit(self, what: str) -> None:
         if self.visual_kind != "vit":
@@ -156,3 +192,16 @@ class CLIPBackbone(nn.Module):
         if images.dim() != 4 or images.shape[1] != 3 or tuple(images.shape[2:]) != (size, size):
             raise ValueError(f"images have shape {list(images.shape)}; expected [B, 3, {size}, {size}]")
         return images.to(self.dtype)
+
+
+def _matmul_weight_names(module: nn.Module) -> tuple[str, ...]:
+    """Names of `module`'s own parameters that only reach matrix products (which autocast runs low-precision)."""
+    if isinstance(module, (nn.Linear, nn.Conv2d)):
+        return ("weight", "bias")
+    if isinstance(module, nn.MultiheadAttention):
+        return ("in_proj_weight", "in_proj_bias", "q_proj_weight", "k_proj_weight", "v_proj_weight")
+    if isinstance(module, visual_tower.ViTTower):
+        return ("proj",)
+    if isinstance(module, CLIPBackbone):
+        return ("text_projection",)
+    return ()

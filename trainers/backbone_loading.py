@@ -1,6 +1,8 @@
 """The frozen CLIP of a run, loaded from MODEL.BACKBONE.NAME in the weight dtype its precision needs."""
 from __future__ import annotations
 
+import logging
+
 import torch
 
 import clip
@@ -8,12 +10,15 @@ from dassl.utils import ConfigError
 
 __all__ = ["load_clip"]
 
+logger = logging.getLogger(__name__)
+
 
 def load_clip(cfg, device: torch.device | str, requested: str, resolved: str):
     """Load the frozen backbone named by MODEL.BACKBONE.NAME.
 
-    Weights are fp16 only when PREC is "fp16" and the device runs it; auto/amp/bf16 keep fp32 weights
-    and rely on autocast, which also keeps LayerNorm in fp32.
+    Weights are fp16 when PREC is "fp16" and the device runs it. Under bf16 (auto or bf16 resolved so),
+    the weights that only matrix products read are stored in bf16, exactly what autocast computes with,
+    at half their memory; the rest stays fp32. Otherwise fp32 weights and autocast, which keeps norms fp32.
     """
     weights = "fp16" if requested == "fp16" and resolved == "fp16" else "fp32"
     name = cfg.MODEL.BACKBONE.NAME
@@ -27,4 +32,7 @@ def load_clip(cfg, device: torch.device | str, requested: str, resolved: str):
         err.add_note("(set by MODEL.BACKBONE.NAME)")
         raise
     model.requires_grad_(False)
+    if resolved == "bf16":
+        freed = model.store_matmul_weights(torch.bfloat16)
+        logger.info("Backbone matrix weights kept in bf16 for bf16 autocast (%.0f MB freed)", freed / 2**20)
     return model.eval()

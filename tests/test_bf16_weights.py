@@ -1,0 +1,75 @@
+"""bf16 runs keep the backbone's matrix weights in bf16: the same numbers as fp32 weights under autocast, half the memory."""
+import copy
+import logging
+
+import pytest
+import torch
+from torch import nn
+from yacs.config import CfgNode
+
+import clip
+from trainers.backbone_loading import load_clip
+
+BF16 = torch.autocast("cpu", dtype=torch.bfloat16)
+
+
+def _outputs(backbone: clip.CLIPBackbone) -> list[torch.Tensor]:
+    """Every tower entry point on fixed inputs: images with and without vision prompts, token ids, deep text prompts."""
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randn(2, 3, 32, 32, generator=gen)
+    tokens = clip.tokenize(["a photo of a cat.", "a dog"], context_length=backbone.context_length)
+    outputs = [backbone.encode_image(images), backbone.encode_text(tokens)]
+    if backbone.visual_kind == "vit":
+        width = backbone.vision_width
+        prompts = clip.VisionPrompts(torch.randn(2, width, generator=gen), [torch.randn(2, width, generator=gen)])
+        features, layers = backbone.encode_image_with_layers(images, prompts)
+        deep_text = [torch.randn(2, backbone.text_width, generator=gen)]
+        outputs += [features, *layers,
+                    backbone.encode_prompts(backbone.token_embedding(tokens), tokens, deep_prompts=deep_text)]
+    return outputs
+
+
+@pytest.mark.parametrize("kind", ["vit", "resnet"])
+def test_bf16_matrix_weights_give_exactly_what_autocast_gives_with_fp32_weights(kind, tiny_clip_path,
+                                                                               tiny_resnet_clip_path):
+    fp32 = clip.load(tiny_clip_path if kind == "vit" else tiny_resnet_clip_path)
+    stored = copy.deepcopy(fp32)
+    freed = stored.store_matmul_weights(torch.bfloat16)
+    with torch.no_grad():
+        with BF16:
+            reference = _outputs(fp32)
+            inside = _outputs(stored)
+        outside = _outputs(stored)  # the backbone enters the autocast its weights need by itself
+    for ref, a, b in zip(reference, inside, outside):
+        assert torch.equal(ref, a) and torch.equal(ref, b)
+    bf16_bytes = sum(p.numel() * 2 for p in stored.parameters() if p.dtype == torch.bfloat16)
+    assert freed == bf16_bytes > 0  # each of those parameters went from 4 bytes to 2
+    assert sum(p.numel() * p.element_size() for p in stored.parameters()) == \
+        sum(p.numel() * p.element_size() for p in fp32.parameters()) - freed
+
+
+def test_only_weights_that_matrix_products_read_change_dtype(tiny_clip_path):
+    backbone = clip.load(tiny_clip_path)
+    backbone.store_matmul_weights(torch.bfloat16)
+    block = backbone.visual.transformer.resblocks[0]
+    low = [block.attn.in_proj_weight, block.attn.out_proj.weight, block.mlp.c_fc.weight, block.mlp.c_fc.bias,
+           backbone.visual.conv1.weight, backbone.visual.proj, backbone.text_projection,
+           backbone.transformer.resblocks[0].mlp.c_proj.weight]
+    kept = [block.ln_1.weight, backbone.visual.ln_post.bias, backbone.visual.class_embedding,
+            backbone.visual.positional_embedding, backbone.positional_embedding, backbone.token_embedding.weight,
+            backbone.ln_final.weight, backbone.logit_scale]
+    assert all(p.dtype == torch.bfloat16 for p in low)
+    assert all(p.dtype == torch.float32 for p in kept)
+    assert backbone.dtype == torch.float32 and not any(p.requires_grad for p in backbone.parameters())
+    # Every parameter is reachable once: the shared pieces (open_clip's and OpenAI-named views) stay shared.
+    assert len({id(p) for p in backbone.parameters()}) == len(list(backbone.parameters()))
+    assert isinstance(backbone.visual.proj, nn.Parameter)
+
+
+@pytest.mark.parametrize("resolved, dtype", [("bf16", torch.bfloat16), ("fp32", torch.float32)])
+def test_load_clip_stores_bf16_weights_only_for_a_bf16_run(tiny_clip_path, caplog, resolved, dtype):
+    cfg = CfgNode({"MODEL": CfgNode({"BACKBONE": CfgNode({"NAME": tiny_clip_path})})})
+    caplog.set_level(logging.INFO)
+    backbone = load_clip(cfg, "cpu", "auto", resolved)
+    assert backbone.visual.conv1.weight.dtype == dtype and backbone.ln_final.weight.dtype == torch.float32
+    assert ("kept in bf16" in caplog.text) == (resolved == "bf16")
