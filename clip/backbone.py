@@ -10,6 +10,7 @@ from torch import nn
 from . import text as text_tower
 from . import visual as visual_tower
 from .blocks import SequenceFirstTransformer, causal_mask
+from .matmul_weights import is_matmul_weight
 from .visual import VisionPrompts
 
 
@@ -107,9 +108,8 @@ class CLIPBackbone(nn.Module):
         replaced: dict[int, nn.Parameter] = {}
         freed = 0
         for module in self.modules():
-            for name in _matmul_weight_names(module):
-                param = module._parameters.get(name)
-                if param is None or param.dtype == dtype:
+            for name, param in list(module._parameters.items()):
+                if param is None or param.dtype == dtype or not is_matmul_weight(module, name):
                     continue
                 if id(param) not in replaced:
                     replaced[id(param)] = nn.Parameter(param.detach().to(dtype), requires_grad=False)
@@ -192,16 +192,3 @@ class CLIPBackbone(nn.Module):
         if images.dim() != 4 or images.shape[1] != 3 or tuple(images.shape[2:]) != (size, size):
             raise ValueError(f"images have shape {list(images.shape)}; expected [B, 3, {size}, {size}]")
         return images.to(self.dtype)
-
-
-def _matmul_weight_names(module: nn.Module) -> tuple[str, ...]:
-    """Names of `module`'s own parameters that only reach matrix products (which autocast runs low-precision)."""
-    if isinstance(module, (nn.Linear, nn.Conv2d)):
-        return ("weight", "bias")
-    if isinstance(module, nn.MultiheadAttention):
-        return ("in_proj_weight", "in_proj_bias", "q_proj_weight", "k_proj_weight", "v_proj_weight")
-    if isinstance(module, visual_tower.ViTTower):
-        return ("proj",)
-    if isinstance(module, CLIPBackbone):
-        return ("text_projection",)
-    return ()

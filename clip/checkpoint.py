@@ -12,6 +12,7 @@ from torch import nn
 
 from .blocks import causal_mask
 from .errors import CheckpointFormatError
+from .matmul_weights import is_matmul_weight
 
 logger = logging.getLogger(__name__)
 
@@ -61,12 +62,14 @@ def build_clip_from_state_dict(
     source: str = "state dict",
     dtype: torch.dtype = torch.float32,
     device: str | torch.device = "cpu",
+    matmul_dtype: torch.dtype | None = None,
 ) -> CLIP:
     """An open_clip `CLIP` (QuickGELU, eval mode) in `dtype` on `device`, architecture read from the shapes.
 
     The tensors are moved out of `state_dict` (it is left empty): the model is built without memory
     (meta device) and each tensor is converted and assigned in turn, so its source is freed at once and
     the peak is the model plus one tensor, never the checkpoint plus a randomly initialised copy.
+    `matmul_dtype` (e.g. bf16 for a bf16-autocast run) is the dtype of the weights only matrix products read.
     """
     text_heads = _pop_int(state_dict, TEXT_HEADS_KEY)
     vision_heads = _pop_int(state_dict, VISION_HEADS_KEY)
@@ -92,7 +95,10 @@ def build_clip_from_state_dict(
                 f"The weights in {source} do not fit the architecture inferred from them: '{key}' has shape "
                 f"{list(tensor.shape)}, expected {list(expected[key].shape)}"
             )
+        module_name, _, name = key.rpartition(".")
         target = dtype if tensor.is_floating_point() else tensor.dtype
+        if matmul_dtype is not None and is_matmul_weight(model.get_submodule(module_name), name):
+            target = matmul_dtype
         _assign(model, key, tensor.to(device=device, dtype=target))
         del tensor  # the source (e.g. fp16) copy goes now, not after the whole model is built
     # Buffers outside the state dict are derived, not stored: the text tower's causal mask.

@@ -20,16 +20,24 @@ logger = logging.getLogger(__name__)
 _PRECISIONS = {"fp32": torch.float32, "amp": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
-def load(name_or_path: str, device: str | torch.device = "cpu", precision: str = "fp32") -> CLIPBackbone:
+def load(
+    name_or_path: str,
+    device: str | torch.device = "cpu",
+    precision: str = "fp32",
+    matmul_dtype: torch.dtype | None = None,
+) -> CLIPBackbone:
     """Load CLIP by OpenAI name (`ViT-B/16`), open_clip `ARCH:TAG`, or path to an OpenAI-format checkpoint.
 
     `precision`: fp32, amp (fp32 weights), fp16 or bf16; the CPU always gets fp32 (with a warning).
+    `matmul_dtype`: load the weights only matrix products read in this dtype, for a run under that
+    autocast (`CLIPBackbone.store_matmul_weights`); from a checkpoint file they never exist in fp32.
     """
     dtype = resolve_dtype(precision, device)
     if name_or_path in OPENAI_MODELS or Path(name_or_path).is_file():
         path = openai_checkpoint(OPENAI_MODELS[name_or_path]) if name_or_path in OPENAI_MODELS else name_or_path
         # Built straight in the target dtype and device, one tensor at a time (see build_clip_from_state_dict).
-        model = build_clip_from_state_dict(read_state_dict(path), f"'{path}'", dtype=dtype, device=device)
+        model = build_clip_from_state_dict(read_state_dict(path), f"'{path}'", dtype=dtype, device=device,
+                                           matmul_dtype=matmul_dtype)
     elif ":" in name_or_path and "/" not in name_or_path:
         model = _load_open_clip(*name_or_path.split(":", 1)).to(device=device, dtype=dtype)
     elif "/" in name_or_path or Path(name_or_path).suffix:
@@ -43,7 +51,10 @@ def load(name_or_path: str, device: str | torch.device = "cpu", precision: str =
             f"an open_clip 'ARCH:TAG' (see open_clip.list_pretrained()), or a checkpoint path"
         )
     logger.info("Loaded CLIP '%s' (%s on %s)", name_or_path, dtype, device)
-    return CLIPBackbone(model)
+    backbone = CLIPBackbone(model)
+    if matmul_dtype is not None:
+        backbone.store_matmul_weights(matmul_dtype)  # marks the dtype; converts what open_clip loaded in fp32
+    return backbone
 
 
 def resolve_dtype(precision: str, device: str | torch.device) -> torch.dtype:

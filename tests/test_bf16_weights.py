@@ -73,3 +73,26 @@ def test_load_clip_stores_bf16_weights_only_for_a_bf16_run(tiny_clip_path, caplo
     backbone = load_clip(cfg, "cpu", "auto", resolved)
     assert backbone.visual.conv1.weight.dtype == dtype and backbone.ln_final.weight.dtype == torch.float32
     assert ("kept in bf16" in caplog.text) == (resolved == "bf16")
+
+
+def test_a_checkpoint_loads_with_bf16_matrix_weights_without_an_fp32_copy_of_them(tmp_path):
+    from tests.test_clip_loading import _balanced_tiny_clip, _peak_live_bytes
+    from torch.profiler import ProfilerActivity, profile
+
+    model = _balanced_tiny_clip()
+    weights = model.state_dict()
+    largest_fp16 = max(t.numel() * 2 for t in weights.values())
+    path = tmp_path / "half.pt"
+    clip.tiny.save_openai_checkpoint(model, path, half=True)
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        loaded = clip.load(str(path), matmul_dtype=torch.bfloat16)
+    stored = clip.load(str(path))
+    stored.store_matmul_weights(torch.bfloat16)
+    for (name, a), (_, b) in zip(loaded.state_dict().items(), stored.state_dict().items()):
+        assert a.dtype == b.dtype and torch.equal(a, b), name
+    assert loaded.matmul_dtype == torch.bfloat16
+    loaded_bytes = sum(t.numel() * t.element_size() for t in loaded.state_dict().values())
+    fp32_bytes = sum(t.numel() * 4 for t in weights.values())
+    assert loaded_bytes < 0.7 * fp32_bytes  # most of the model is matrix weights
+    # The loaded model plus the one fp16 tensor being converted: the matrix weights never exist in fp32.
+    assert _peak_live_bytes(prof) <= loaded_bytes + largest_fp16 + 0.01 * fp32_bytes

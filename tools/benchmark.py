@@ -291,15 +291,22 @@ def write_dataset(root: str, names: list[str], train_per_class: int, test_per_cl
 # ---------------------------------------------------------------- building the trainer
 
 
-def build_backbone(spec: str, seed: int):
-    """A frozen fp32 CPU CLIPBackbone: random ViT-B/16 dims in memory, or ``clip.load(spec)``."""
+def build_backbone(spec: str, seed: int, matmul_dtype: torch.dtype | None = None):
+    """A frozen CPU CLIPBackbone: random ViT-B/16 dims in memory (built in fp32), or ``clip.load(spec)``.
+
+    ``matmul_dtype`` is what a bf16 run's loading gives its matrix weights; a checkpoint file is then read
+    as the trainers read it, so its peak is the real one (the random model exists in fp32 first).
+    """
     import clip
     from clip.tiny import random_vit_b16
 
     if not spec:
         torch.manual_seed(seed)
-        return clip.CLIPBackbone(random_vit_b16())
-    return clip.load(spec, device="cpu", precision="fp32")
+        backbone = clip.CLIPBackbone(random_vit_b16())
+        if matmul_dtype is not None:
+            backbone.store_matmul_weights(matmul_dtype)
+        return backbone
+    return clip.load(spec, device="cpu", precision="fp32", matmul_dtype=matmul_dtype)
 
 
 @contextlib.contextmanager
@@ -315,10 +322,16 @@ def serving_backbone(backbone) -> Iterator[None]:
 
     original = clip.load
 
-    def load(name_or_path: str, device: str | torch.device = "cpu", precision: str = "fp32"):
+    def load(name_or_path: str, device: str | torch.device = "cpu", precision: str = "fp32",
+             matmul_dtype: torch.dtype | None = None):
         logger.info("serving the benchmark backbone for MODEL.BACKBONE.NAME=%r (%s on %s)", name_or_path,
                     precision, device)
-        return backbone.to(device=device, dtype=resolve_dtype(precision, device))
+        if backbone.matmul_dtype != matmul_dtype:
+            raise SystemExit(f"benchmark: the backbone was built with matrix weights in {backbone.matmul_dtype}, "
+                             f"the trainer asks for {matmul_dtype} (does it have a TRAINER.<node>.PREC key?)")
+        dtype = resolve_dtype(precision, device)
+        # fp32 is what the backbone holds, except its matrix weights in a bf16 run: leave those as they are.
+        return backbone.to(device=device) if dtype == torch.float32 else backbone.to(device=device, dtype=dtype)
 
     clip.load = load
     try:
@@ -373,7 +386,10 @@ def build_benchmark_trainer(args: argparse.Namespace, trainer_name: str, n_class
     write_dataset(data_root, names, train_per_class=math.ceil(train_images / n_classes),
                   test_per_class=math.ceil(args.eval_images / n_classes), seed=args.seed,
                   image_px=EPOCH_IMAGE_PX if args.end_to_end else SMALL_IMAGE_PX)
-    backbone = build_backbone(args.backbone, args.seed)
+    from dassl.engine.precision import choose_precision
+
+    bf16 = choose_precision(args.precision, args.device)[0] == "bf16"
+    backbone = build_backbone(args.backbone, args.seed, torch.bfloat16 if bf16 else None)
     cfg = build_cfg(args, trainer_name, data_root, osp.join(workdir, "output"), backbone.image_size)
     set_random_seed(args.seed)
     with serving_backbone(backbone):

@@ -27,12 +27,13 @@ def load_clip(cfg, device: torch.device | str, requested: str, resolved: str):
             "MODEL.BACKBONE.NAME is empty; set a CLIP name (e.g. ViT-B/16) or a checkpoint path"
         )
     try:
-        model = clip.load(name, device=device, precision=weights)
+        model = clip.load(name, device=device, precision=weights,
+                          matmul_dtype=torch.bfloat16 if resolved == "bf16" else None)
     except clip.BackboneLoadError as err:
         err.add_note("(set by MODEL.BACKBONE.NAME)")
         raise
     model.requires_grad_(False)
     if resolved == "bf16":
-        freed = model.store_matmul_weights(torch.bfloat16)
-        logger.info("Backbone matrix weights kept in bf16 for bf16 autocast (%.0f MB freed)", freed / 2**20)
+        low = sum(p.numel() * p.element_size() for p in model.parameters() if p.dtype == torch.bfloat16)
+        logger.info("Backbone matrix weights kept in bf16 for bf16 autocast (%.0f MiB)", low / 2**20)
     return model.eval()
