@@ -5,9 +5,11 @@ import logging
 import pytest
 import torch
 from torch import nn
+from torch.profiler import ProfilerActivity, profile
 from yacs.config import CfgNode
 
 import clip
+from tests.test_clip_loading import _balanced_tiny_clip, _peak_live_bytes
 from trainers.backbone_loading import load_clip
 
 BF16 = torch.autocast("cpu", dtype=torch.bfloat16)
@@ -76,9 +78,6 @@ def test_load_clip_stores_bf16_weights_only_for_a_bf16_run(tiny_clip_path, caplo
 
 
 def test_a_checkpoint_loads_with_bf16_matrix_weights_without_an_fp32_copy_of_them(tmp_path):
-    from tests.test_clip_loading import _balanced_tiny_clip, _peak_live_bytes
-    from torch.profiler import ProfilerActivity, profile
-
     model = _balanced_tiny_clip()
     weights = model.state_dict()
     largest_fp16 = max(t.numel() * 2 for t in weights.values())
