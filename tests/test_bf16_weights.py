@@ -1,6 +1,7 @@
 """bf16 runs keep the backbone's matrix weights in bf16: the same numbers as fp32 weights under autocast, half the memory."""
 import copy
 import logging
+import os
 
 import pytest
 import torch
@@ -10,6 +11,7 @@ from yacs.config import CfgNode
 
 import clip
 from tests.test_clip_loading import _balanced_tiny_clip, _peak_live_bytes
+from tests.test_trainers import REPO, registered_methods, tiny_config
 from trainers.backbone_loading import load_clip
 
 BF16 = torch.autocast("cpu", dtype=torch.bfloat16)
@@ -95,3 +97,42 @@ def test_a_checkpoint_loads_with_bf16_matrix_weights_without_an_fp32_copy_of_the
     assert loaded_bytes < 0.7 * fp32_bytes  # most of the model is matrix weights
     # The loaded model plus the one fp16 tensor being converted: the matrix weights never exist in fp32.
     assert _peak_live_bytes(prof) <= loaded_bytes + largest_fp16 + 0.01 * fp32_bytes
+
+
+@pytest.mark.parametrize("trainer", registered_methods())
+def test_every_trainer_computes_the_same_with_bf16_matrix_weights(trainer, tiny_clip_path, fake_data_root, tmp_path,
+                                                                  monkeypatch):
+    """One bf16 training step (or, for an evaluation-only method, its logits) with the weights stored in bf16
+    equals the same with fp32 weights under autocast: no method reads the backbone outside autocast."""
+    import train
+    from dassl.engine import TRAINER_REGISTRY, build_trainer
+    from dassl.utils import set_random_seed
+
+    argv = ["--root", fake_data_root, "--trainer", trainer, "--seed", "1", "--output-dir", str(tmp_path),
+            "--dataset-config-file", os.path.join(REPO, "configs", "datasets", "caltech101.yaml"),
+            "--config-file", tiny_config(trainer), "MODEL.BACKBONE.NAME", tiny_clip_path,
+            "DATASET.NUM_SHOTS", "2", f"TRAINER.{TRAINER_REGISTRY.get(trainer).CFG_NODE}.PREC", "bf16"]
+    cfg = train.setup_cfg(train.build_parser().parse_args(argv))
+    dtypes = []
+
+    def run() -> tuple[object, list[torch.Tensor]]:
+        set_random_seed(1)
+        built = build_trainer(cfg)
+        batch = next(iter(built.train_loader_x))
+        set_random_seed(2)
+        dtypes.append(built.model.clip.visual.conv1.weight.dtype)
+        if TRAINER_REGISTRY.get(trainer).EVAL_ONLY:
+            return built.model_inference(built.parse_batch_test(batch)[0]), []
+        return built.forward_backward(batch), [p.detach().clone() for p in built.model.parameters() if p.requires_grad]
+
+    stored, stored_params = run()
+    full_load = clip.load
+    monkeypatch.setattr(clip, "load", lambda *a, matmul_dtype=None, **k: full_load(*a, **k))  # fp32 weights
+    reference, reference_params = run()
+    assert dtypes == [torch.bfloat16, torch.float32]
+    if isinstance(stored, dict):
+        assert stored == reference
+    else:
+        assert torch.equal(stored, reference)
+    assert len(stored_params) == len(reference_params)
+    assert all(torch.equal(a, b) for a, b in zip(stored_params, reference_params))
