@@ -96,10 +96,11 @@ def build_clip_from_state_dict(
                 f"{list(tensor.shape)}, expected {list(expected[key].shape)}"
             )
         module_name, _, name = key.rpartition(".")
+        module = model.get_submodule(module_name)
         target = dtype if tensor.is_floating_point() else tensor.dtype
-        if matmul_dtype is not None and is_matmul_weight(model.get_submodule(module_name), name):
+        if matmul_dtype is not None and is_matmul_weight(module, name):
             target = matmul_dtype
-        _assign(model, key, tensor.to(device=device, dtype=target))
+        _assign(module, name, tensor.to(device=device, dtype=target))
         del tensor  # the source (e.g. fp16) copy goes now, not after the whole model is built
     # Buffers outside the state dict are derived, not stored: the text tower's causal mask.
     model.attn_mask = causal_mask(text_cfg.context_length, device)
@@ -109,10 +110,8 @@ def build_clip_from_state_dict(
     return model.eval()
 
 
-def _assign(model: nn.Module, key: str, tensor: torch.Tensor) -> None:
-    """Put `tensor` in place of the (meta) parameter or buffer named `key`, without copying it."""
-    module_name, _, name = key.rpartition(".")
-    module = model.get_submodule(module_name)
+def _assign(module: nn.Module, name: str, tensor: torch.Tensor) -> None:
+    """Put `tensor` in place of `module`'s (meta) parameter or buffer `name`, without copying it."""
     if isinstance(getattr(module, name), nn.Parameter):
         tensor = nn.Parameter(tensor, requires_grad=getattr(module, name).requires_grad)
     setattr(module, name, tensor)

@@ -377,7 +377,9 @@ def build_benchmark_trainer(args: argparse.Namespace, trainer_name: str, n_class
     import datasets  # noqa: F401  (registers the dataset loaders)
     import trainers  # noqa: F401  (registers the trainers)
     from dassl.engine import build_trainer
+    from dassl.engine.precision import choose_precision
     from dassl.utils import set_random_seed
+    from trainers.backbone_loading import matmul_dtype
 
     start = time.perf_counter()
     names = class_names(n_classes, args.name_tokens)
@@ -386,10 +388,8 @@ def build_benchmark_trainer(args: argparse.Namespace, trainer_name: str, n_class
     write_dataset(data_root, names, train_per_class=math.ceil(train_images / n_classes),
                   test_per_class=math.ceil(args.eval_images / n_classes), seed=args.seed,
                   image_px=EPOCH_IMAGE_PX if args.end_to_end else SMALL_IMAGE_PX)
-    from dassl.engine.precision import choose_precision
-
-    bf16 = choose_precision(args.precision, args.device)[0] == "bf16"
-    backbone = build_backbone(args.backbone, args.seed, torch.bfloat16 if bf16 else None)
+    resolved = choose_precision(args.precision, args.device)[0]
+    backbone = build_backbone(args.backbone, args.seed, matmul_dtype(resolved))
     cfg = build_cfg(args, trainer_name, data_root, osp.join(workdir, "output"), backbone.image_size)
     set_random_seed(args.seed)
     with serving_backbone(backbone):

@@ -8,9 +8,14 @@ import torch
 import clip
 from dassl.utils import ConfigError
 
-__all__ = ["load_clip"]
+__all__ = ["load_clip", "matmul_dtype"]
 
 logger = logging.getLogger(__name__)
+
+
+def matmul_dtype(resolved: str) -> torch.dtype | None:
+    """The dtype a run of resolved precision ``resolved`` keeps the backbone's matrix weights in (None: as loaded)."""
+    return torch.bfloat16 if resolved == "bf16" else None
 
 
 def load_clip(cfg, device: torch.device | str, requested: str, resolved: str):
@@ -27,13 +32,12 @@ def load_clip(cfg, device: torch.device | str, requested: str, resolved: str):
             "MODEL.BACKBONE.NAME is empty; set a CLIP name (e.g. ViT-B/16) or a checkpoint path"
         )
     try:
-        model = clip.load(name, device=device, precision=weights,
-                          matmul_dtype=torch.bfloat16 if resolved == "bf16" else None)
+        model = clip.load(name, device=device, precision=weights, matmul_dtype=matmul_dtype(resolved))
     except clip.BackboneLoadError as err:
         err.add_note("(set by MODEL.BACKBONE.NAME)")
         raise
     model.requires_grad_(False)
-    if resolved == "bf16":
+    if model.matmul_dtype == torch.bfloat16:
         low = sum(p.numel() * p.element_size() for p in model.parameters() if p.dtype == torch.bfloat16)
         logger.info("Backbone matrix weights kept in bf16 for bf16 autocast (%.0f MiB)", low / 2**20)
     return model.eval()
