@@ -30,6 +30,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 import clip  # noqa: E402
 from clip.text import encode_from_embeddings  # noqa: E402
 from clip.tiny import build_tiny_clip, save_openai_checkpoint  # noqa: E402
+from dassl.engine.precision import autocast_context  # noqa: E402
 from datasets.world_corpus import pretrain_sample  # noqa: E402
 from datasets.world_gen import STREAM_CHECK, WorldSpec, render_class  # noqa: E402
 from datasets.world_tasks import TASKS  # noqa: E402
@@ -160,7 +161,7 @@ def train(args: argparse.Namespace) -> dict:
             for group in optim.param_groups:
                 group["lr"] = lr_at(step, args.steps, args.warmup, args.lr)
             unique, caption_idx = torch.unique(tokens, dim=0, return_inverse=True)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.prec == "bf16"):
+            with autocast_context(args.prec, "cpu"):
                 image_feat = model.encode_image(to_tensor(images.numpy()))
                 text_feat = encode_tokens(model, unique)
             # the loss, the weights and AdamW's state stay fp32 under either precision
