@@ -305,7 +305,7 @@ def test_dataloader_workers_give_the_same_views_for_the_same_seed():
 
 # ---- data loader workers ------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("cores, workers", [(1, 1), (2, 1), (4, 2), (16, 8), (64, 8)])
-def test_default_workers_are_half_the_usable_cores(monkeypatch, cores, workers):
+@pytest.mark.parametrize("cores, workers", [(1, 0), (2, 0), (3, 0), (4, 2), (16, 8), (64, 8)])
+def test_default_workers_are_half_the_usable_cores_and_none_below_four(monkeypatch, cores, workers):
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(cores)), raising=False)
     assert default_num_workers() == workers
