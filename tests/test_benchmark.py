@@ -24,7 +24,7 @@ REQUIRED_KEYS = {
     "epoch_ratio", "classes", "cpu_flags",
     "trainer", "batch_size", "peak_rss_mb", "peak_rss_train_mb", "peak_rss_eval_mb", "image_tower_s",
     "text_tower_s", "n_prompts", "cut_len", "threads", "device", "precision", "step_over_necessary",
-    "load_avg_train", "load_avg_eval", "cpu_model",
+    "load_avg_train", "load_avg_eval", "cpu_model", "rss_file_mb_train", "rss_file_mb_eval",
 }
 
 
@@ -47,6 +47,9 @@ def test_benchmark_prints_one_json_line_with_all_keys(tiny_clip_path):
     assert record["n_prompts"] == 18 and record["cut_len"] == 8
     assert record["train_step_s"] > 0 and record["eval_s_per_image"] > 0 and record["peak_rss_mb_train"] > 0
     assert record["necessary_s"] == round(record["image_tower_s"] + record["text_tower_s"], 4)
+    # The file-backed part (torch's mapped libraries at least) is inside the peak it helps explain.
+    assert 0 < record["rss_file_mb_train"] < record["peak_rss_mb_train"]
+    assert 0 < record["rss_file_mb_eval"] < record["peak_rss_mb_eval"]
     # 2 classes' worth of training images at batch 2: whole epochs of 3 steps through the DataLoader.
     assert record["epoch_steps"] == 3 and record["epoch_ratio"] > 0 and record["num_workers"] == 0
     assert set(record["cpu_flags"]) <= set(benchmark.REPORTED_CPU_FLAGS)

@@ -16,6 +16,9 @@ on a generated CoOp-layout dataset (Describable Textures layout, N classes of si
 - ``eval_s_per_image``: median seconds per image of ``trainer.model_inference`` on a batch of 8 test images;
 - ``peak_rss_mb_train`` / ``peak_rss_mb_eval``: peak resident memory of each phase; training and evaluation
   each run in their own process (``--phase``), so the two are separate (also as ``peak_rss_{train,eval}_mb``);
+- ``rss_file_mb_train`` / ``rss_file_mb_eval``: the file-backed part of the resident memory at the end of each
+  phase (``RssFile``: mapped library pages, mostly torch's); it is counted in the peaks and varies from run
+  to run with the page cache, so two peaks are comparable only together with it (null off Linux);
 - ``epoch_ratio`` (``--end-to-end``): a whole epoch through the real DataLoader (decode, views in the
   workers, collate, step) on larger JPEGs, divided by (its steps x ``train_step_s``); null otherwise.
 
@@ -173,9 +176,10 @@ def peak_rss_mb() -> float:
     return value / 1024
 
 
-def current_rss_mb() -> float | None:
-    value = _proc_status_kb("VmRSS")
-    return None if value is None else value / 1024
+def current_rss_mb(field: str = "VmRSS") -> float | None:
+    """This process's resident memory now (``field``: VmRSS, or RssFile / RssAnon for a part), in MiB."""
+    value = _proc_status_kb(field)
+    return None if value is None else round(value / 1024, 1)
 
 
 def _proc_status_kb(field: str) -> int | None:
@@ -578,6 +582,7 @@ def run_train_phase(args: argparse.Namespace, trainer_name: str, workdir: str) -
         "cut_len": None if class_prompts is None else int(class_prompts.tokens.shape[1]),
         "n_ctx": None if class_prompts is None else int(class_prompts.n_ctx),
         "peak_rss_train_mb": round(peak_rss_mb(), 1),
+        "rss_file_mb_train": current_rss_mb("RssFile"),
         "load_avg_train": [load_start, load_average()],
         **epoch,
     })
@@ -613,6 +618,7 @@ def run_eval_phase(args: argparse.Namespace, trainer_name: str, workdir: str) ->
         "eval_s_per_image": median([wall / n for wall, _ in times]),
         "eval_cpu_s_per_image": median([cpu / n for _, cpu in times]),
         "peak_rss_eval_mb": round(peak_rss_mb(), 1),
+        "rss_file_mb_eval": current_rss_mb("RssFile"),
         "load_avg_eval": [load_start, load_average()],
     })
     if device.type == "cuda":
