@@ -33,3 +33,22 @@ def test_probe_prints_one_json_line_with_the_criteria(tiny_clip_path, tmp_path, 
 def test_probe_names_the_valid_datasets(tiny_clip_path) -> None:
     with pytest.raises(SystemExit, match=r"unknown world dataset\(s\) \['world_count'\]; valid: .*'world_counts'"):
         world_probe.main(["--clip", tiny_clip_path, "--datasets", "world_count"])
+
+
+def test_probe_draws_the_seeds_few_shot_split_whatever_ran_before(tiny_clip_path, tmp_path) -> None:
+    """The probe's 16 shots are the ones the seed picks (as in train.py), not those of the process's history."""
+    import pickle
+    import random
+
+    drawn = []
+    for prior in (0, 1):
+        root = tmp_path / f"root{prior}"
+        random.seed(prior)  # a different state of Python's ``random`` before the probe starts
+        world_probe.main(["--seeds", "1", "--json", "--clip", tiny_clip_path, "--data", str(root),
+                          "--datasets", "world_counts", "DATASET.WORLD.N_TRAIN", "40", "DATASET.WORLD.N_VAL", "4",
+                          "DATASET.WORLD.N_TEST", "3", "OPTIM.MAX_EPOCH", "1"])
+        with open(root / "world" / "counts" / "split_fewshot" / "shot_16-seed_1.pkl", "rb") as f:
+            cache = pickle.load(f)
+        drawn.append([str(Path(d.impath).relative_to(root)) for d in cache["train"] + cache["val"]])
+    assert len(drawn[0]) == 6 * (16 + 4)  # all six classes are drawn; base-to-new subsamples after
+    assert drawn[0] == drawn[1]

@@ -128,11 +128,16 @@ def coop(dataset: str, root: str, seed: int, workdir: str, clip_path: str, opts:
 def probe_dataset(dataset: str, class_name: str, root: str, seeds: list[int], workdir: str, clip_path: str,
                   opts: list[str]) -> dict[str, list[float]]:
     """Every metric of one dataset, one value per seed (zero-shot does not depend on the seed)."""
+    from dassl.utils import set_random_seed
+
     model = clip.load(clip_path)
     cls = DATASET_REGISTRY.get(class_name)
     result: dict[str, list[float]] = {m: [] for m in METRICS}
     zs = {}
     for seed in seeds:
+        # Seeded as train.py seeds a run: the few-shot draw (Python's ``random``) must depend on the seed
+        # only, not on what ran before in this process (a fresh data root's generation, other datasets).
+        set_random_seed(seed)
         base = cls(build_cfg(dataset, root, seed, "base", workdir, clip_path, opts))
         if not zs:
             new = cls(build_cfg(dataset, root, seed, "new", workdir, clip_path, opts))
