@@ -35,6 +35,7 @@ from pretrain_world_clip import to_tensor  # noqa: E402
 
 import clip  # noqa: E402
 from dassl.data.datasets import DATASET_REGISTRY  # noqa: E402
+from dassl.utils import set_random_seed  # noqa: E402
 
 logger = logging.getLogger("world_probe")
 
@@ -112,7 +113,6 @@ def coop(dataset: str, root: str, seed: int, workdir: str, clip_path: str, opts:
     """CoOp trained on the base classes' 16 shots, tested on base and (loading the same prompt) on new."""
     import train
     from dassl.engine import build_trainer
-    from dassl.utils import set_random_seed
 
     out = osp.join(workdir, f"{dataset}_seed{seed}")
     with quiet_engine():
@@ -128,15 +128,13 @@ def coop(dataset: str, root: str, seed: int, workdir: str, clip_path: str, opts:
 def probe_dataset(dataset: str, class_name: str, root: str, seeds: list[int], workdir: str, clip_path: str,
                   opts: list[str]) -> dict[str, list[float]]:
     """Every metric of one dataset, one value per seed (zero-shot does not depend on the seed)."""
-    from dassl.utils import set_random_seed
-
     model = clip.load(clip_path)
     cls = DATASET_REGISTRY.get(class_name)
     result: dict[str, list[float]] = {m: [] for m in METRICS}
     zs = {}
     for seed in seeds:
         # Seeded as train.py seeds a run: the few-shot draw (Python's ``random``) must depend on the seed
-        # only, not on what ran before in this process (a fresh data root's generation, other datasets).
+        # only, not on what ran before in this process (earlier datasets' draws and CoOp runs).
         set_random_seed(seed)
         base = cls(build_cfg(dataset, root, seed, "base", workdir, clip_path, opts))
         if not zs:
