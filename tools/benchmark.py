@@ -20,7 +20,8 @@ on a generated CoOp-layout dataset (Describable Textures layout, N classes of si
   phase (``RssFile``: mapped library pages, mostly torch's); it is counted in the peaks and varies from run
   to run with the page cache, so two peaks are comparable only together with it (null off Linux);
 - ``epoch_ratio`` (``--end-to-end``): a whole epoch through the real DataLoader (decode, views in the
-  config's workers or, with none, in this process, collate, step) on larger JPEGs, divided by (its steps x ``train_step_s``); null otherwise.
+  config's workers or, with none, in this process, collate, step) on larger JPEGs, divided by (its steps
+  x ``train_step_s``); null otherwise.
 
 The fixed batch is moved to the device before timing (host-to-device copies are not timed); ``*_cpu_s`` keys
 give process CPU seconds next to the wall ones. ``necessary_s`` = image + text tower, both under the trainer's
