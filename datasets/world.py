@@ -2,7 +2,7 @@
 
 ``World`` (24 object shapes, photos) is the ImageNet analogue: the cross-dataset source, and the
 domain-generalisation source whose targets are ``WorldSketch``, ``WorldPainting`` and ``WorldCartoon``.
-``WorldTextures``, ``WorldCounts``, ``WorldOrientations`` and ``WorldDigits`` (scikit-learn's handwritten
+``WorldTextures``, ``WorldCounts``, ``WorldShades`` and ``WorldDigits`` (scikit-learn's handwritten
 digits) have label spaces of their own; base-to-new averages over the five datasets, as in the papers.
 Generation happens when a loader is built, reuses a tree whose manifest matches, and is atomic and
 locked (``datasets/world_gen.py``).
@@ -110,11 +110,11 @@ class WorldCounts(WorldDataset):
 
 
 @DATASET_REGISTRY.register()
-class WorldOrientations(WorldDataset):
-    """Which of 8 directions an arrow points to."""
+class WorldShades(WorldDataset):
+    """12 colours under paint-chart names (the fine-grained analogue: Flowers, Aircraft)."""
 
-    task = "orientations"
-    short_name = "world_orientations"
+    task = "shades"
+    short_name = "world_shades"
 
 
 @DATASET_REGISTRY.register()
@@ -134,5 +134,5 @@ def task_of(short_name: str) -> str:
 
 
 # Base-to-new averages over these (each with its own label space); World is also the cross-dataset source.
-BASE_TO_NEW = ("world", "world_textures", "world_counts", "world_orientations", "world_digits")
+BASE_TO_NEW = ("world", "world_textures", "world_counts", "world_shades", "world_digits")
 DG_TARGETS = ("world_sketch", "world_painting", "world_cartoon")

@@ -2,7 +2,7 @@
 
 Each task has its own label space. Labels are ordered so that the first half (the base classes of
 base-to-new) and the second half hold different concepts: new object shapes, new textures, larger
-counts, diagonal directions, other digits; none is a recombination of base attributes. Class names
+counts, other colours, other digits; none is a recombination of base attributes. Class names
 are the words a dataset would use, which the pretraining captions use often, rarely or in another
 form (``datasets/world_vocab.py``). Downstream images differ from the pretraining corpus: one object,
 large and uncluttered, mostly solid-coloured; full-frame texture swatches; plain ink-on-paper digits.
@@ -18,7 +18,7 @@ from PIL import Image
 
 from .world_digits import digit_part
 from .world_render import COLOURS, PATTERNS, render_glyph, render_objects, render_swatch
-from .world_vocab import DIGIT_NAMES, DIRECTIONS
+from .world_vocab import DIGIT_NAMES
 
 # (shape, class name) by label: 12 base, then 12 new shapes
 OBJECT_CLASSES = (
@@ -37,8 +37,14 @@ TEXTURE_CLASSES = (
     ("brick", "brick"),
 )
 COUNT_CLASSES = tuple((str(n), name) for n, name in zip(range(1, 7), ("one", "two", "three", "four", "five", "six")))
-ORIENTATION_CLASSES = tuple((d, d) for d in ("up", "right", "down", "left",
-                                              "northeast", "southeast", "southwest", "northwest"))
+# (corpus colour, paint-chart name) by label: 6 base hues, then 6 other colours. The names are the
+# fine-grained kind (Flowers', Aircraft's): the captions use a few of them rarely and most never.
+SHADE_CLASSES = (
+    ("red", "crimson"), ("orange", "tangerine"), ("yellow", "lemon"), ("green", "emerald"), ("teal", "turquoise"),
+    ("blue", "navy"),
+    ("purple", "violet"), ("pink", "rose"), ("brown", "chocolate"), ("grey", "slate"), ("white", "ivory"),
+    ("black", "ebony"),
+)
 DIGIT_CLASSES = tuple((str(d), DIGIT_NAMES[d]) for d in range(10))
 
 Draw = Callable[[np.random.Generator, str, int, int], Image.Image]
@@ -85,11 +91,11 @@ def draw_count(rng: np.random.Generator, count: str, index: int, image_size: int
     return render_objects(rng, objects, "photo", image_size, bg_kind=("plain", "gradient")[int(rng.integers(2))]).image
 
 
-def draw_orientation(rng: np.random.Generator, direction: str, index: int, image_size: int) -> Image.Image:
-    """An arrow pointing in ``direction`` (within 12 degrees)."""
-    angle = DIRECTIONS[direction] + rng.uniform(-0.2, 0.2)
-    arrow = {"shape": "arrow", "colour": _random_colour(rng), "radius": rng.uniform(0.3, 0.4), "angle": angle}
-    return render_objects(rng, [arrow], "photo", image_size).image
+def draw_shade(rng: np.random.Generator, colour: str, index: int, image_size: int) -> Image.Image:
+    """One large solid object of a random shape in ``colour``."""
+    shape = OBJECT_SHAPES[int(rng.integers(len(OBJECT_SHAPES)))]
+    obj = {"shape": shape, "colour": colour, "radius": rng.uniform(0.3, 0.4)}
+    return render_objects(rng, [obj], "photo", image_size).image
 
 
 def draw_digit(rng: np.random.Generator, digit: str, index: int, image_size: int) -> Image.Image:
@@ -111,7 +117,7 @@ def _tasks() -> dict[str, WorldTask]:
                                      partial(draw_object, "cartoon")),
         "textures": WorldTask("textures", TEXTURE_CLASSES, "a photo of a {} texture.", draw_texture),
         "counts": WorldTask("counts", COUNT_CLASSES, "a photo of {} shapes.", draw_count),
-        "orientations": WorldTask("orientations", ORIENTATION_CLASSES, "an arrow pointing {}.", draw_orientation),
+        "shades": WorldTask("shades", SHADE_CLASSES, "a photo of a {} object.", draw_shade),
         "digits": WorldTask("digits", DIGIT_CLASSES, "a photo of the digit {}.", draw_digit,
                             capacity=lambda: min(len(g) for g in digit_part("downstream"))),
     }

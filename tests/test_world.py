@@ -38,30 +38,30 @@ def _tree_files(folder: Path) -> list[str]:
 
 def test_tree_is_deterministic_coop_format_and_reused(tmp_path: Path) -> None:
     a, b = tmp_path / "a", tmp_path / "b"
-    prepare_task(str(a), "orientations", SMALL)
-    prepare_task(str(b), "orientations", SMALL)
-    files = _tree_files(a / WORLD_DIR / "orientations")
-    assert files == _tree_files(b / WORLD_DIR / "orientations")
-    assert len([f for f in files if f.endswith(".png")]) == 8 * 4
-    _, mismatch, errors = filecmp.cmpfiles(a / WORLD_DIR / "orientations", b / WORLD_DIR / "orientations", files,
+    prepare_task(str(a), "shades", SMALL)
+    prepare_task(str(b), "shades", SMALL)
+    files = _tree_files(a / WORLD_DIR / "shades")
+    assert files == _tree_files(b / WORLD_DIR / "shades")
+    assert len([f for f in files if f.endswith(".png")]) == 12 * 4
+    _, mismatch, errors = filecmp.cmpfiles(a / WORLD_DIR / "shades", b / WORLD_DIR / "shades", files,
                                            shallow=False)
     assert mismatch == [] and errors == []
-    split = json.loads((a / WORLD_DIR / "orientations" / split_file_name("orientations")).read_text())
-    assert {k: len(v) for k, v in split.items()} == {"train": 16, "val": 8, "test": 8}
+    split = json.loads((a / WORLD_DIR / "shades" / split_file_name("shades")).read_text())
+    assert {k: len(v) for k, v in split.items()} == {"train": 24, "val": 12, "test": 12}
     rel, label, name = split["test"][0]
-    assert (a / WORLD_DIR / "orientations" / "images" / rel).is_file() and name == TASKS["orientations"].classnames[label]
+    assert (a / WORLD_DIR / "shades" / "images" / rel).is_file() and name == TASKS["shades"].classnames[label]
 
     # A matching tree is reused untouched (also by a later call in this process) ...
-    stamp = os.stat(a / WORLD_DIR / "orientations" / MANIFEST).st_mtime_ns
-    prepare_task(str(a), "orientations", SMALL)
-    assert os.stat(a / WORLD_DIR / "orientations" / MANIFEST).st_mtime_ns == stamp
+    stamp = os.stat(a / WORLD_DIR / "shades" / MANIFEST).st_mtime_ns
+    prepare_task(str(a), "shades", SMALL)
+    assert os.stat(a / WORLD_DIR / "shades" / MANIFEST).st_mtime_ns == stamp
     # ... and another spec regenerates it, leaving no temporary folder behind.
     other = WorldSpec(seed=1, n_train=2, n_val=1, n_test=1)
-    prepare_task(str(a), "orientations", other)
-    assert is_complete(str(a), "orientations", other) and not is_complete(str(a), "orientations", SMALL)
-    image = f"{WORLD_DIR}/orientations/images/up/0000.png"
+    prepare_task(str(a), "shades", other)
+    assert is_complete(str(a), "shades", other) and not is_complete(str(a), "shades", SMALL)
+    image = f"{WORLD_DIR}/shades/images/crimson/0000.png"
     assert (a / image).read_bytes() != (b / image).read_bytes()
-    assert sorted(p.name for p in (a / WORLD_DIR).iterdir()) == [".orientations.lock", "orientations"]
+    assert sorted(p.name for p in (a / WORLD_DIR).iterdir()) == [".shades.lock", "shades"]
 
 
 def test_interrupted_generation_keeps_the_old_tree(tmp_path: Path, monkeypatch) -> None:
@@ -226,7 +226,7 @@ def test_shipped_checkpoint_names_what_it_sees(task: str, floor: float) -> None:
 
 @pytest.mark.parametrize("trainer", sorted(p.parent.name for p in (REPO / "configs" / "trainers").glob("*/world.yaml")))
 def test_world_configs_never_flip_training_images(trainer: str) -> None:
-    """A mirrored arrow points the other way: a flip would give world_orientations wrong labels."""
+    """A mirrored digit is not a digit: a flip would give world_digits wrong labels."""
     import yaml
 
     config = yaml.safe_load((REPO / "configs" / "trainers" / trainer / "world.yaml").read_text())
