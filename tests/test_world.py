@@ -26,7 +26,7 @@ from datasets.world_gen import (
 )
 from datasets.world_render import SHAPES, render_objects, shape_mask
 from datasets.world_tasks import OBJECT_SHAPES, TASKS
-from datasets.world_vocab import PATTERN_WORDS, SHAPE_WORDS, word_share
+from datasets.world_vocab import COLOUR_WORDS, PATTERN_WORDS, SHAPE_WORDS, word_share
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = WorldSpec(n_train=2, n_val=1, n_test=1)
@@ -140,13 +140,19 @@ def test_datasets_have_own_label_spaces_and_new_classes_are_new_concepts() -> No
 
 
 def test_class_names_fit_the_captions_unevenly() -> None:
-    """Some object and texture names are what the captions say, others are rare there (vocabulary gaps)."""
+    """Some object, texture and colour names are what the captions say, others are rare there (vocabulary gaps)."""
     shares = {name: word_share(SHAPE_WORDS[shape], name) for shape, name in TASKS["objects"].classes}
     assert shares["star"] == 1.0 and shares["circle"] >= 0.5
     rare = [n for n, s in shares.items() if s < 0.1]
     assert {"crescent", "rhombus", "trapezium"} <= set(rare) and len(rare) <= 8
     adjectives = {name: word_share(PATTERN_WORDS[p][0], name) for p, name in TASKS["textures"].classes}
     assert adjectives["striped"] > 0.5 and adjectives["chequered"] < 0.1 and adjectives["zigzagged"] == 0.0
+    # WorldShades is the fine-grained case: every corpus colour under a paint-chart name the captions use
+    # at most 30 % of the time (crimson, turquoise, navy, violet) or never (the other eight).
+    shades = {name: word_share(COLOUR_WORDS[colour], name) for colour, name in TASKS["shades"].classes}
+    assert sorted(colour for colour, _ in TASKS["shades"].classes) == sorted(COLOUR_WORDS)
+    assert max(shades.values()) <= 0.3 and sorted(n for n, s in shades.items() if s > 0) == [
+        "crimson", "navy", "turquoise", "violet"]
 
 
 def test_corpus_is_seeded_varied_and_noisy() -> None:
