@@ -71,10 +71,10 @@ def test_trainers_are_every_registered_one_with_a_world_config():
 
 def test_plan_runs_every_protocol_for_every_trainer_heaviest_chain_first():
     chains = demo.plan(("ZeroshotCLIP", "CoOp"), demo.DEMO)
-    few_shot = demo.DEMO.few_shot[0]
+    few_shot, base2new = demo.DEMO.few_shot[0], demo.DEMO.base2new[0]
     for trainer in ("ZeroshotCLIP", "CoOp"):
         calls = {(s.script, s.task, s.dataset) for chain in chains for s in chain if s.trainer == trainer}
-        assert calls == {("train", "base2new", "world"), ("test", "base2new", "world"),
+        assert calls == {("train", "base2new", base2new), ("test", "base2new", base2new),
                          ("train", "cross-dataset", "world"), ("test", "cross-dataset", "world"),
                          ("train", "domain-generalization", "world"), ("test", "domain-generalization", "world"),
                          ("train", "few-shot", few_shot)}
