@@ -77,12 +77,12 @@ class Schedule:
 FULL = Schedule(base2new=BASE_TO_NEW, cross_targets=tuple(d for d in BASE_TO_NEW if d != SOURCE),
                 dg_targets=DG_TARGETS, few_shot=BASE_TO_NEW, few_shot_shots="1 2 4 8 16", shots=16, seeds="1 2 3")
 # make demo, sized for <= 10 minutes on 2 cores: every protocol and trainer, but 4 shots instead of 16, one seed,
-# base2new on WorldShades only (at 4 shots it shows what base-to-new shows on the real benchmarks: learned prompts
-# gain on base, CoOp loses on new; on World, the cross-dataset and DG source, the features are the ceiling and
-# every method ends near zero-shot), one cross-dataset target (WorldTextures) and one DG target (WorldSketch), few-shot at
-# 1 and 4 shots on WorldTextures (10 classes). The world configs' schedule (5 epochs, batch 4) is unchanged.
-# What is left is mostly evaluation (each run tests 1,000-2,400 images; 2-13 ms each on one core, CoCoOp and GOPro the
-# slowest) and few-shot training on all classes, so few-shot runs on a 10-class dataset rather than World's 24
+# base2new on WorldShades only (at 4 shots it shows what base-to-new shows on the real benchmarks: learned
+# prompts gain on base, CoOp loses on new; on World, the cross-dataset and DG source, the features are the
+# ceiling and every method ends near zero-shot), one cross-dataset target (WorldTextures) and one DG target
+# (WorldSketch), few-shot at 1 and 4 shots on WorldTextures (10 classes). The world configs' schedule (5 epochs,
+# batch 4) is unchanged. What is left is mostly evaluation (each run tests 1,000-2,400 images; 2-13 ms each on
+# one core, CoCoOp and GOPro the slowest) and few-shot training on all classes, so few-shot runs on a 10-class dataset rather than World's 24
 # (measured: about 40 % less CPU there). Measured on a quiet machine (2026-12-02): with two targets per transfer
 # protocol the demo took 656 s of wall time, 35 % of its script time testing the transfer targets.
 DEMO = Schedule(base2new=("world_shades",), cross_targets=("world_textures",),
