@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from datasets.world_corpus import pretrain_sample
-from datasets.world_digits import digit_part
-from datasets.world_gen import (
+from datasets.world.corpus import pretrain_sample
+from datasets.world.digits import digit_part
+from datasets.world.gen import (
     MANIFEST,
     WORLD_DIR,
     WorldInUseError,
@@ -24,9 +24,9 @@ from datasets.world_gen import (
     prepare_task,
     split_file_name,
 )
-from datasets.world_render import SHAPES, render_objects, shape_mask
-from datasets.world_tasks import OBJECT_SHAPES, TASKS
-from datasets.world_vocab import COLOUR_WORDS, PATTERN_WORDS, SHAPE_WORDS, word_share
+from datasets.world.render import SHAPES, render_objects, shape_mask
+from datasets.world.tasks import OBJECT_SHAPES, TASKS
+from datasets.world.vocab import COLOUR_WORDS, PATTERN_WORDS, SHAPE_WORDS, word_share
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = WorldSpec(n_train=2, n_val=1, n_test=1)
@@ -86,7 +86,7 @@ def test_interrupted_generation_keeps_the_old_tree(tmp_path: Path, monkeypatch) 
 
 _HOLDER = textwrap.dedent("""
     import sys, time
-    from datasets.world_gen import WorldSpec, prepare_task
+    from datasets.world.gen import WorldSpec, prepare_task
     prepare_task(sys.argv[1], "counts", WorldSpec(n_train=2, n_val=1, n_test=1))
     print("ready", flush=True)
     sys.stdin.read()  # hold the tree until the test closes our stdin

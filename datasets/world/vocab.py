@@ -1,6 +1,6 @@
 """The words of the embedded world: how its "web" captions name each concept, with weights.
 
-A downstream dataset names its classes with one word each (``datasets/world_tasks.py``); how often the
+A downstream dataset names its classes with one word each (``datasets/world/tasks.py``); how often the
 captions use that word decides how well a hand-written prompt fits the class, as with real CLIP:
 ``"crescent"`` is rare next to ``"moon"``, ``"rhombus"`` next to ``"diamond"``, ``"chequered"`` next to
 ``"checkered"``, ``"northeast"`` next to ``"up and to the right"``. Weights are relative frequencies.

@@ -4,7 +4,7 @@ Each task has its own label space. Labels are ordered so that the first half (th
 base-to-new) and the second half hold different concepts: new object shapes, new textures, larger
 counts, other colours, other digits; none is a recombination of base attributes. Class names
 are the words a dataset would use, which the pretraining captions use often, rarely or in another
-form (``datasets/world_vocab.py``). Downstream images differ from the pretraining corpus: one object,
+form (``datasets/world/vocab.py``). Downstream images differ from the pretraining corpus: one object,
 large and uncluttered, mostly solid-coloured; full-frame texture swatches; plain ink-on-paper digits.
 """
 from __future__ import annotations
@@ -16,9 +16,9 @@ from functools import partial
 import numpy as np
 from PIL import Image
 
-from .world_digits import digit_part
-from .world_render import COLOURS, PATTERNS, render_glyph, render_objects, render_swatch
-from .world_vocab import DIGIT_NAMES
+from .digits import digit_part
+from .render import COLOURS, PATTERNS, render_glyph, render_objects, render_swatch
+from .vocab import DIGIT_NAMES
 
 # (shape, class name) by label: 12 base, then 12 new shapes
 OBJECT_CLASSES = (

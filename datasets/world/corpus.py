@@ -4,16 +4,16 @@ Sample ``i`` of seed ``s`` depends only on ``(s, i)``, so any worker can render 
 pretraining run is reproducible whatever the order. The corpus covers more concepts than any
 downstream label set (30 shapes, 12 colours, 11 patterns, counts 1-8, 8 directions, digits, 4 styles),
 in cluttered scenes of every size, with alt-text-like captions: many phrasings, extra or missing
-attributes, junk words, wrong words, and each concept's vocabulary as ``world_vocab`` weighs it.
+attributes, junk words, wrong words, and each concept's vocabulary as ``vocab`` weighs it.
 """
 from __future__ import annotations
 
 import numpy as np
 from PIL import Image
 
-from .world_digits import digit_part
-from .world_render import COLOURS, DOMAINS, PATTERNS, SHAPES, render_glyph, render_objects, render_swatch
-from .world_vocab import (
+from .digits import digit_part
+from .render import COLOURS, DOMAINS, PATTERNS, SHAPES, render_glyph, render_objects, render_swatch
+from .vocab import (
     COLOUR_WORDS,
     COUNT_WORDS,
     DIGIT_NAMES,

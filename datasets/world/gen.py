@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from tqdm import tqdm
 
-from .world_tasks import TASKS, WorldTask
+from .tasks import TASKS, WorldTask
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ MANIFEST = "manifest.json"
 
 # Seed streams: every image has its own generator, seeded by (seed, stream, task, label, index), so
 # images do not depend on generation order and the streams never overlap. The pretraining corpus is
-# stream 1 (``world_corpus.STREAM_PRETRAIN``).
+# stream 1 (``corpus.STREAM_PRETRAIN``).
 STREAM_DATASETS = 0
 STREAM_CHECK = 2
 
