@@ -4,7 +4,7 @@ Example (the command that made assets/world_clip_vit.pt; see assets/README.md fo
 
     HF_HUB_OFFLINE=1 .venv/bin/python tools/pretrain_world_clip.py --out assets/world_clip_vit.pt
 
-The corpus (``datasets/world_corpus.py``) is rendered on the fly by DataLoader workers: sample ``i``
+The corpus (``datasets/world/corpus.py``) is rendered on the fly by DataLoader workers: sample ``i``
 depends only on (seed, i), so the batches, and with ``--threads`` fixed the weights, are the same
 whatever the number of workers. Deterministic on CPU for a given seed, thread count and torch version.
 """
@@ -31,9 +31,9 @@ import clip  # noqa: E402
 from clip.text import encode_from_embeddings  # noqa: E402
 from clip.tiny import build_tiny_clip, save_openai_checkpoint  # noqa: E402
 from dassl.engine.precision import autocast_context  # noqa: E402
-from datasets.world_corpus import pretrain_sample  # noqa: E402
-from datasets.world_gen import STREAM_CHECK, WorldSpec, render_class  # noqa: E402
-from datasets.world_tasks import TASKS  # noqa: E402
+from datasets.world.corpus import pretrain_sample  # noqa: E402
+from datasets.world.gen import STREAM_CHECK, WorldSpec, render_class  # noqa: E402
+from datasets.world.tasks import TASKS  # noqa: E402
 
 logger = logging.getLogger("pretrain_world_clip")
 
