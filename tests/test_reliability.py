@@ -364,7 +364,7 @@ def test_redirected_output_gets_log_lines_and_no_progress_bars(toy_root, tmp_pat
 
 def test_a_refused_resume_never_regenerates_the_world_tree(tmp_path):
     """A changed DATASET.WORLD.* is refused before the data is built: the shared tree and its few-shot splits stay."""
-    from datasets.world_gen import MANIFEST, WORLD_DIR
+    from datasets.world.gen import MANIFEST, WORLD_DIR
 
     world = ["DATASET.NAME", "WorldCounts", "DATASET.NUM_SHOTS", "1",
              "DATASET.WORLD.N_TRAIN", "2", "DATASET.WORLD.N_VAL", "1", "DATASET.WORLD.N_TEST", "1"]  # fmt: skip

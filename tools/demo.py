@@ -41,8 +41,8 @@ REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from datasets.world import BASE_TO_NEW, DG_TARGETS, task_of  # noqa: E402
-from datasets.world_gen import is_complete, prepare_task  # noqa: E402
-from datasets.world_tasks import TASKS as WORLD_TASKS  # noqa: E402
+from datasets.world.gen import is_complete, prepare_task  # noqa: E402
+from datasets.world.tasks import TASKS as WORLD_TASKS  # noqa: E402
 from tools.warm_python import warm_python  # noqa: E402
 
 logger = logging.getLogger("demo")
