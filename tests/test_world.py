@@ -2,6 +2,7 @@
 disk that are deterministic, regenerated atomically and never under another process's feet."""
 from __future__ import annotations
 
+import fcntl
 import filecmp
 import json
 import os
@@ -13,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from dassl.utils.errors import ConfigError
 from datasets.world.corpus import pretrain_sample
 from datasets.world.digits import digit_part
 from datasets.world.gen import (
@@ -27,6 +29,7 @@ from datasets.world.gen import (
 from datasets.world.render import SHAPES, render_objects, shape_mask
 from datasets.world.tasks import OBJECT_SHAPES, TASKS
 from datasets.world.vocab import COLOUR_WORDS, PATTERN_WORDS, SHAPE_WORDS, word_share
+from tests.test_first_contact import assert_one_error, run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = WorldSpec(n_train=2, n_val=1, n_test=1)
@@ -113,10 +116,13 @@ def test_tree_in_use_by_another_process_is_never_regenerated(tmp_path: Path) -> 
 
 
 def test_bad_sizes_and_names_are_refused_with_the_valid_ones(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="DATASET.WORLD.N_TEST is 0"):
+    with pytest.raises(ConfigError, match="DATASET.WORLD.N_TEST is 0"):
         prepare_task(str(tmp_path), "counts", WorldSpec(n_test=0))
-    with pytest.raises(ValueError, match="world/digits has 1[34][0-9] images per class"):
+    with pytest.raises(ConfigError, match="world/digits has 1[34][0-9] images per class.*must be <= 1[34][0-9]"):
         prepare_task(str(tmp_path), "digits", WorldSpec(n_train=100, n_test=100))
+    with pytest.raises(ConfigError, match="DATASET.WORLD.SEED is -1; it must be >= 0"):
+        prepare_task(str(tmp_path), "counts", WorldSpec(seed=-1))
+    assert not (tmp_path / WORLD_DIR / "counts").exists()  # refused before anything is written
     with pytest.raises(KeyError, match="valid: .*'digits'"):
         prepare_task(str(tmp_path), "digit", SMALL)
     import datasets  # noqa: F401
@@ -124,6 +130,49 @@ def test_bad_sizes_and_names_are_refused_with_the_valid_ones(tmp_path: Path) -> 
 
     with pytest.raises(KeyError, match="WorldDigits"):
         DATASET_REGISTRY.get("WorldDigit")
+
+
+def world_argv(dataset: str, data_root: Path, output_dir: Path, backbone: str, *opts: str) -> list[str]:
+    """A train.py command line for CoOp's tiny config on a world dataset (config file stem ``dataset``)."""
+    return [
+        "--root", str(data_root), "--trainer", "CoOp", "--seed", "1", "--output-dir", str(output_dir),
+        "--dataset-config-file", str(REPO / "configs" / "datasets" / f"{dataset}.yaml"),
+        "--config-file", str(REPO / "configs" / "trainers" / "CoOp" / "tiny.yaml"),
+        "MODEL.BACKBONE.NAME", backbone, "DATASET.NUM_SHOTS", "1", *opts,
+    ]
+
+
+@pytest.mark.parametrize("dataset,opts,fragment", [
+    ("world_counts", ["DATASET.WORLD.N_TEST", "0"], "DATASET.WORLD.N_TEST is 0; it must be >= 1"),
+    ("world_counts", ["DATASET.WORLD.SEED", "-1"], "DATASET.WORLD.SEED is -1; it must be >= 0"),
+    ("world_digits", ["DATASET.WORLD.N_TRAIN", "100", "DATASET.WORLD.N_TEST", "100"], "N_TEST is 208, it must be <="),
+])
+def test_a_bad_world_spec_on_the_command_line_is_one_error_line(dataset, opts, fragment, tiny_clip_path,
+                                                                  tmp_path: Path, capsys) -> None:
+    argv = world_argv(dataset, tmp_path / "data", tmp_path / "run", tiny_clip_path, *opts)
+    assert run_cli(argv) == 1
+    assert_one_error(capsys.readouterr().err, fragment)
+    with pytest.raises(ConfigError):
+        run_cli(argv + ["--debug"])
+
+
+def test_a_world_in_use_on_the_command_line_is_one_error_line(tiny_clip_path, tmp_path: Path, capsys) -> None:
+    """Another run holds the tree (a shared lock on its lock file) while this one asks for another seed."""
+    data = tmp_path / "data"
+    prepare_task(str(data), "counts", SMALL)
+    stamp = os.stat(data / WORLD_DIR / "counts" / MANIFEST).st_mtime_ns
+    capsys.readouterr()  # the generator's progress bar
+    other_run = os.open(data / WORLD_DIR / ".counts.lock", os.O_RDWR)
+    try:
+        fcntl.flock(other_run, fcntl.LOCK_SH)
+        sizes = ["DATASET.WORLD.N_TRAIN", "2", "DATASET.WORLD.N_VAL", "1", "DATASET.WORLD.N_TEST", "1"]
+        argv = world_argv("world_counts", data, tmp_path / "run", tiny_clip_path, *sizes, "DATASET.WORLD.SEED", "3")
+        assert run_cli(argv) == 1
+        assert_one_error(capsys.readouterr().err, "another process is using it", "use another DATASET.ROOT")
+    finally:
+        os.close(other_run)
+    assert os.stat(data / WORLD_DIR / "counts" / MANIFEST).st_mtime_ns == stamp
+    assert is_complete(str(data), "counts", SMALL)
 
 
 def test_datasets_have_own_label_spaces_and_new_classes_are_new_concepts() -> None:

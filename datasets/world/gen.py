@@ -30,6 +30,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from tqdm import tqdm
 
+from dassl.utils.errors import ConfigError, UserError
+
 from .tasks import TASKS, WorldTask
 
 logger = logging.getLogger(__name__)
@@ -57,8 +59,8 @@ class WorldSpec:
     version: int = GENERATOR_VERSION
 
 
-class WorldInUseError(RuntimeError):
-    """The tree must be regenerated, but another process is using it."""
+class WorldInUseError(UserError, RuntimeError):
+    """The tree must be regenerated, but another process is using it (train.py prints the message alone)."""
 
 
 def task_id(key: str) -> int:
@@ -92,16 +94,18 @@ def read_manifest(dataset_dir: str) -> dict | None:
 
 
 def check_spec(task: WorldTask, spec: WorldSpec) -> None:
-    """Refuse sizes a task cannot have, naming the config key."""
+    """Refuse a seed or sizes a task cannot have, naming the config key and what would be valid."""
+    if spec.seed < 0:
+        raise ConfigError(f"DATASET.WORLD.SEED is {spec.seed}; it must be >= 0")
     for key, value in (("N_TRAIN", spec.n_train), ("N_VAL", spec.n_val), ("N_TEST", spec.n_test)):
         if value < 1:
-            raise ValueError(f"DATASET.WORLD.{key} is {value}; it must be >= 1")
+            raise ConfigError(f"DATASET.WORLD.{key} is {value}; it must be >= 1")
     if task.capacity is not None:
         capacity = task.capacity()
         total = spec.n_train + spec.n_val + spec.n_test
         if total > capacity:
-            raise ValueError(f"world/{task.key} has {capacity} images per class; DATASET.WORLD.N_TRAIN + N_VAL + "
-                             f"N_TEST is {total}")
+            raise ConfigError(f"world/{task.key} has {capacity} images per class; DATASET.WORLD.N_TRAIN + N_VAL + "
+                              f"N_TEST is {total}, it must be <= {capacity}")
 
 
 def render_class(task: WorldTask, spec: WorldSpec, label: int, indices: range, stream: int = STREAM_DATASETS
