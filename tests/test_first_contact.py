@@ -1,4 +1,4 @@
-"""First contact (issue 13): a user mistake in a real method's run is one ``error:`` line and exit code 1,
+"""First contact: a user mistake in a real method's run is one ``error:`` line and exit code 1,
 with its traceback under ``--debug``; the prompt methods' checks and clip's load failures count as user errors."""
 from __future__ import annotations
 

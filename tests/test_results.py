@@ -191,7 +191,7 @@ def test_best_val_training_logs_count_only_the_test_result(tmp_path):
     assert results.read_accuracy(finished) == 61.0
 
 
-# ---------------------------------------------------------------------------- bad logs (issue 13.6)
+# ---------------------------------------------------------------------------- bad logs
 
 
 @pytest.mark.parametrize("figure", ["..", "1e999", "250", "nan", "-3"])

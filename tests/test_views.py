@@ -37,7 +37,7 @@ def _draws(name: str, severity: int, size: int = 224) -> list:
 
 # ---- op parameters: the public code's ranges, continuous levels in [0.1, severity] --------------------------
 
-# The public ranges at 224 x 224 (issue 15): severity 1 rotates 0-2 degrees, shears 0.003-0.03, translates 0-7 px,
+# The public ranges at 224 x 224: severity 1 rotates 0-2 degrees, shears 0.003-0.03, translates 0-7 px,
 # solarizes at 231-254 and keeps 4 bits; severity 3 reaches 8 degrees, 0.09, 22 px, threshold 180, 3 bits.
 PUBLIC_RANGES = {
     1: {"rotate": set(range(-2, 3)), "translate_x": set(range(-7, 8)), "translate_y": set(range(-7, 8)),
@@ -124,7 +124,7 @@ def test_each_op_is_the_public_pil_operation():
 
 
 def test_severity_one_geometric_and_solarize_ops_change_the_image():
-    # torchvision's AugMix(severity=1) with these ops changed images by at most 1 grey level (issue 15).
+    # torchvision's AugMix(severity=1) with these ops changed images by at most 1 grey level.
     mixer = AugMix(severity=1, ops=("rotate", "shear_x", "shear_y", "translate_x", "translate_y", "solarize"))
     image = _photo(96, 96)
     torch.manual_seed(0)
