@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tools"))
 import benchmark  # noqa: E402
 
-# The table, then the keys kept from before.
+# The keys the record is specified to carry, then the keys kept from before.
 REQUIRED_KEYS = {
     "prec", "train_step_s", "necessary_s", "eval_s_per_image", "peak_rss_mb_train", "peak_rss_mb_eval",
     "epoch_ratio", "classes", "cpu_flags",

@@ -201,7 +201,7 @@ def test_base2new_train_then_test(run: Runner) -> None:
 
 
 def test_finished_run_of_another_config_is_refused_not_skipped(run: Runner) -> None:
-    """Issue 13.3: a rerun with other OPTS used to print 'skip:' and keep the old config's result."""
+    """A rerun with other OPTS is refused (it once printed 'skip:' and kept the old config's result)."""
     assert run("train.sh", "caltech101", "base2new", OPTS="OPTIM.LR 0.01").returncode == 0
     assert run("test.sh", "caltech101", "base2new", OPTS="OPTIM.LR 0.01").returncode == 0
     for script, refusal in (("train.sh", "holds a result of another config"), ("test.sh", "not the one asked for")):
@@ -212,7 +212,7 @@ def test_finished_run_of_another_config_is_refused_not_skipped(run: Runner) -> N
 
 
 def test_testing_an_unfinished_training_run_is_refused(run: Runner) -> None:
-    """Issue 13.5: a training run whose checkpoints stopped before MAX_EPOCH is never evaluated."""
+    """A training run whose checkpoints stopped before MAX_EPOCH is never evaluated."""
     assert run("train.sh", "caltech101", "base2new", FAKE_UNFINISHED="train_base").returncode == 0
     result = run("test.sh", "caltech101", "base2new")
     assert result.returncode == 1
@@ -409,7 +409,7 @@ def test_end_to_end_base2new(real_run, tmp_path: Path, tiny_clip_path: str, caps
     assert "—" not in row and row.endswith("| 1/1, 1/1 |")
     assert (tree / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
-    # Issue 13.3: the finished run is not reused for another learning rate. The real train.py config
+    # The finished run is not reused for another learning rate. The real train.py config
     # and the saved config.yaml agree on every other key, so OPTIM.LR is the only one named.
     changed = f"OPTIM.MAX_EPOCH 1 MODEL.BACKBONE.NAME {tiny_clip_path} OPTIM.LR 0.05"
     refused = real_run("train.sh", "caltech101", "base2new", OPTS=changed, expect_rc=1)

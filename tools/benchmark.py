@@ -671,7 +671,7 @@ def run_phase_in_child(args: argparse.Namespace, trainer_name: str, phase: str) 
 def merge_phases(results: dict[str, dict]) -> dict:
     """One record per trainer: the train phase's keys, then the eval phase's, and the derived ratios.
 
-    Every key of the issue's table is present; a figure the run did not measure is null, never a guess.
+    Every key the module docstring lists is present; a figure the run did not measure is null, never a guess.
     """
     merged: dict = machine()
     for phase in PHASES:
