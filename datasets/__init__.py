@@ -1,4 +1,5 @@
-"""Benchmark dataset loaders; importing this package registers every one in ``DATASET_REGISTRY``."""
+"""Benchmark dataset loaders and the embedded world (``world/``); importing this package registers every one in
+``DATASET_REGISTRY``."""
 from dassl.config import register_cfg_extension
 
 
