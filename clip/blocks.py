@@ -1,7 +1,8 @@
 """Transformer blocks under OpenAI CLIP's interface: sequence-first [L, N, width], the mask applied inside.
 
 open_clip's blocks are batch-first and take the causal mask as an argument; code written against OpenAI CLIP
-feeds [L, N, width] and relies on the mask each text block stores. These modules hold open_clip's block weights
+feeds [L, N, width] (L = the context length in the text tower) and relies on the mask each text block stores,
+and it fails on other layouts, which these modules refuse the same way. These modules hold open_clip's block weights
 under OpenAI's names (so state-dict keys are unchanged) and behave as OpenAI's; `attention_block` is the one
 batch-first function that every tower's block loop in `clip/` runs.
 """
