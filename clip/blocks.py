@@ -1,9 +1,9 @@
 """Transformer blocks under OpenAI CLIP's interface: sequence-first [L, N, width], the mask applied inside.
 
 open_clip's blocks are batch-first and take the causal mask as an argument; code written against OpenAI CLIP
-feeds [L, N, width] (L = the context length in the text tower) and relies on the mask each text block stores,
-and it fails on other layouts, which these modules refuse the same way. These modules hold open_clip's block weights
-under OpenAI's names (so state-dict keys are unchanged) and behave as OpenAI's; `attention_block` is the one
+feeds [L, N, width] (L = the context length in the text tower) and relies on the mask each text block stores;
+other layouts fail there, and these modules refuse them too. They hold open_clip's block weights under
+OpenAI's names (so state-dict keys are unchanged) and behave as OpenAI's; `attention_block` is the one
 batch-first function that every tower's block loop in `clip/` runs.
 """
 from __future__ import annotations
