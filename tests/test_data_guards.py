@@ -189,6 +189,17 @@ def test_one_class_left_is_refused(caltech, tmp_path, capsys):
         build_dataset(make_cfg(caltech, "Caltech101"))
 
 
+def test_a_fork_datasets_short_few_shot_draw_is_said_once(caplog):
+    """Fork dataset files call generate_fewshot_dataset themselves; a class with fewer images is said, once."""
+    items = [Datum.from_verified(f"/x/{y}-{i}.jpg", label=y) for y, n in enumerate([5, 2, 3]) for i in range(n)]
+    with caplog.at_level(logging.WARNING, logger="dassl"):
+        drawn = DatasetBase().generate_fewshot_dataset(items, num_shots=4)
+    assert len(drawn) == 4 + 2 + 3
+    warnings = [m for m in caplog.messages if "Few-shot draw" in m]
+    assert warnings == ["Few-shot draw of 4 per class: 2 of 3 classes have fewer items (fewest: 2), "
+                        "and all of theirs are taken"]
+
+
 def test_a_fork_dataset_with_one_class_is_refused():
     items = [Datum.from_verified(f"/x/{i}.jpg", label=0, classname="cat") for i in range(3)]
     with pytest.raises(DataError, match=r"one class \('cat'\); a classification run needs at least 2 classes"):

@@ -191,13 +191,20 @@ class DatasetBase:
         output = []
         for data_source in data_sources:
             fewshot = []
-            for items in self.split_dataset_by_label(data_source).values():
+            groups = self.split_dataset_by_label(data_source)
+            for items in groups.values():
                 if len(items) >= num_shots:
                     fewshot.extend(random.sample(items, num_shots))
                 elif repeat:
                     fewshot.extend(random.choices(items, k=num_shots))
                 else:
                     fewshot.extend(items)
+            short = [len(items) for items in groups.values() if len(items) < num_shots]
+            if short and not repeat:  # the run is named after num_shots; say once that some classes have fewer
+                logger.warning(
+                    f"Few-shot draw of {num_shots} per class: {len(short)} of {len(groups)} classes have fewer "
+                    f"items (fewest: {min(short)}), and all of theirs are taken"
+                )
             output.append(fewshot)
         return output[0] if len(output) == 1 else output
 
