@@ -17,8 +17,9 @@ from .visual import VisionPrompts
 class CLIPBackbone(nn.Module):
     """A frozen open_clip CLIP under OpenAI's attribute names; every size is read from the weights.
 
-    `transformer` and `visual.transformer` behave as OpenAI's (sequence-first [L, N, width], masks inside), so
-    code written against OpenAI CLIP computes the same features as `encode_text` / `encode_image`.
+    `transformer` and `visual.transformer` behave as OpenAI's (sequence-first [L, N, width], masks inside; the
+    text tower's L is the context length, as OpenAI's fixed mask requires), so code written against OpenAI CLIP
+    computes the same features as `encode_text` / `encode_image`, and code that would fail there fails here.
     """
 
     def __init__(self, model: nn.Module) -> None:

@@ -1,8 +1,9 @@
 """Transformer blocks under OpenAI CLIP's interface: sequence-first [L, N, width], the mask applied inside.
 
 open_clip's blocks are batch-first and take the causal mask as an argument; code written against OpenAI CLIP
-feeds [L, N, width] and relies on the mask each text block stores. These modules hold open_clip's block weights
-under OpenAI's names (so state-dict keys are unchanged) and behave as OpenAI's; `attention_block` is the one
+feeds [L, N, width] (L = the context length in the text tower) and relies on the mask each text block stores;
+other layouts fail there, and these modules refuse them too. They hold open_clip's block weights under
+OpenAI's names (so state-dict keys are unchanged) and behave as OpenAI's; `attention_block` is the one
 batch-first function that every tower's block loop in `clip/` runs.
 """
 from __future__ import annotations
@@ -73,6 +74,8 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         _check_sequence_first(x, args, kwargs, "block")
+        if self.causal:
+            _check_text_layout(x, self.context_length, "text block")
         return attention_block(self, x.transpose(0, 1), self.causal).transpose(0, 1)
 
 
@@ -89,16 +92,41 @@ class SequenceFirstTransformer(nn.Module):
 
     def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         _check_sequence_first(x, args, kwargs, "transformer")
-        if self.context_length is not None and x.shape[0] > self.context_length:
-            raise ValueError(
-                f"transformer input has shape {list(x.shape)}: {x.shape[0]} > {self.context_length} tokens; "
-                f"expected OpenAI's sequence-first [L<={self.context_length}, N, {self.width}] "
-                "(batch-first input? use CLIPBackbone.encode_prompts)"
-            )
+        if self.causal:
+            _check_text_layout(x, self.context_length, "text transformer")
         x = x.transpose(0, 1)  # [N, L, width]
         for block in self.resblocks:
             x = attention_block(block, x, self.causal)
         return x.transpose(0, 1)
+
+
+def _check_text_layout(x: torch.Tensor, context_length: int | None, what: str) -> None:
+    """Fail where OpenAI's text tower fails, on its fixed [T, T] causal mask, and on batch-first prompts.
+
+    OpenAI's text blocks attend with the stored mask, so any length other than the context length T raises
+    there; [N, T, width] prompts with N = T pass that test. They are told apart by the start-of-text token every
+    CLIP prompt begins with: sequence-first, x[0] repeats one vector over the batch; batch-first, x[:, 0] does.
+    """
+    if context_length is None:
+        return
+    fix = ("CoOp's TextEncoder permutes its [N, L, width] prompts with x.permute(1, 0, 2) before and after "
+           "transformer(x); or encode them with CLIPBackbone.encode_prompts")
+    if x.shape[0] != context_length:
+        raise ValueError(
+            f"{what} input has shape {list(x.shape)}; OpenAI's text tower takes sequence-first "
+            f"[{context_length}, N, width] (its causal mask is {context_length}x{context_length}): {fix}"
+        )
+    if x.shape[1] > 1 and not _rows_equal(x[0]) and _rows_equal(x[:, 0]):
+        raise ValueError(
+            f"{what} input [{context_length}, {x.shape[1]}, {x.shape[2]}] is batch-first: every row of x[:, 0], "
+            f"not of x[0], holds the same start-of-text token; OpenAI's text tower takes sequence-first "
+            f"[{context_length}, N, width]: {fix}"
+        )
+
+
+def _rows_equal(rows: torch.Tensor) -> bool:
+    """Whether every row of `rows` [M, width] equals the first."""
+    return bool((rows == rows[:1]).all())
 
 
 def _check_sequence_first(x: object, args: tuple, kwargs: dict, what: str) -> None:

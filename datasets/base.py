@@ -10,10 +10,13 @@ runs the order every CoOp-family dataset follows:
 4. keep the base or new half of the classes (``DATASET.SUBSAMPLE_CLASSES``), relabelled from 0.
 
 The pickled caches hold ``dassl.data.datasets.base_dataset.Datum`` objects with absolute paths, the
-same format upstream writes, so existing caches keep working in both directions.
+same format upstream writes, so existing caches keep working in both directions. Ours also store the
+fingerprint of the split they were drawn from (an extra key upstream ignores): a cache drawn from
+another version of the split, or under another data root, is drawn again rather than reused.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -25,9 +28,10 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 
 from dassl.data.datasets import DatasetBase, Datum
+from dassl.data.datasets.base_dataset import items_fingerprint
 from dassl.utils import DataError, atomic_write_bytes, listdir_nohidden, mkdir_if_missing
 
-__all__ = ["BenchmarkDataset", "SUBSAMPLE_CHOICES", "first_missing_file"]
+__all__ = ["BenchmarkDataset", "SUBSAMPLE_CHOICES", "first_missing_file", "split_fingerprint"]
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +39,17 @@ SUBSAMPLE_CHOICES = ("all", "base", "new")
 SPLIT_NAMES = ("train", "val", "test")
 
 Entry = tuple[str, int, str]  # (image path, label, class name)
+
+# The few-shot cache's key for the fingerprint of the split it was drawn from (upstream reads only train/val).
+CACHE_SPLIT_KEY = "split_fingerprint"
+
+
+def split_fingerprint(train: Sequence[Datum], val: Sequence[Datum] | None, test: Sequence[Datum] | None,
+                      root: str) -> str:
+    """sha256 (hex) of a whole split, every entry of train, val and test in order, paths relative to ``root``."""
+    parts = (("train", train), ("val", val), ("test", test))
+    text = "".join(f"{name} {items_fingerprint(items, root)}\n" for name, items in parts)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def first_missing_file(paths: Iterable[str]) -> tuple[str | None, int]:
@@ -77,14 +92,25 @@ class BenchmarkDataset(DatasetBase):
             raise self.missing_error(missing, root=root)
 
         train, val, test = self.read_splits()
+        # What the run read, before few-shot and subsampling: ties the few-shot cache (and the run) to it.
+        self.split_fingerprint = split_fingerprint(train, val, test, self.dataset_dir)
         if not cls.evaluation_only:
             mkdir_if_missing(self.split_fewshot_dir)
             num_shots = cfg.DATASET.NUM_SHOTS
             if num_shots >= 1:
-                train, val = self.load_or_draw_fewshot(train, val, num_shots, cfg.SEED)
+                self.check_enough_shots(train, num_shots)
+                train, val = self.load_or_draw_fewshot(train, val, num_shots, cfg.SEED, self.split_fingerprint)
             subsample = cfg.DATASET.get("SUBSAMPLE_CLASSES", "all")
+            n_classes = len({item.label for item in train})
             train, val, test = self.subsample_classes(train, val, test, subsample=subsample)
+            self.check_several_classes(train, subsample, n_classes)
         super().__init__(train_x=train, val=val, test=test)
+
+    @property
+    def content_fingerprint(self) -> dict[str, str | None]:
+        """sha256 of the split read ("split", every entry before few-shot and subsampling) and of the
+        train_x / val / test lists the run uses; paths relative to the dataset folder."""
+        return {"split": self.split_fingerprint, **super().content_fingerprint}
 
     # ------------------------------------------------------------------ layout and errors
 
@@ -144,6 +170,38 @@ class BenchmarkDataset(DatasetBase):
         """Build (train, val, test) from the raw annotations; datasets that can do so override this."""
         raise self.missing_error(self.split_path, "split file")
 
+    def check_enough_shots(self, train: Sequence[Datum], num_shots: int) -> None:
+        """Refuse ``num_shots`` when a class has fewer training images: the run would be labelled K shots
+        while training on fewer (upstream silently takes what there is)."""
+        counts: dict[int, int] = defaultdict(int)
+        names: dict[int, str] = {}
+        for item in train:
+            counts[item.label] += 1
+            names[item.label] = item.classname
+        short = sorted((count, label) for label, count in counts.items() if count < num_shots)
+        if short:
+            fewest, label = short[0]
+            source = self.split_path or self.dataset_dir
+            raise DataError(
+                f"{type(self).__name__}: DATASET.NUM_SHOTS {num_shots}, but {len(short)} of {len(counts)} classes "
+                f'have fewer training images in {source} (fewest: class {label} "{names[label]}" with {fewest}); '
+                f"valid: DATASET.NUM_SHOTS 1..{fewest}, or -1 for every image"
+            )
+
+    def check_several_classes(self, train: Sequence[Datum], subsample: str, n_before: int) -> None:
+        """Refuse a one-class dataset: every prediction would be right, so accuracy is 100 % by construction."""
+        names = sorted({item.classname for item in train})
+        if len(names) >= 2:
+            return
+        where = f"{type(self).__name__} ({self.split_path or self.dataset_dir})"
+        if n_before < 2:
+            raise DataError(f"{where} holds one class ({names[0]!r}); a classification run needs at least 2")
+        raise DataError(
+            f'{where}: DATASET.SUBSAMPLE_CLASSES "{subsample}" leaves 1 of its {n_before} classes ({names[0]!r}), '
+            f'and accuracy over one class is 100 % by construction; valid here: "all"'
+            + (' or "base"' if n_before >= 3 else "")
+        )
+
     @classmethod
     def parse_split_file(cls, filepath: str) -> dict[str, list[Entry]]:
         """Read and validate a CoOp split JSON: ``{"train"|"val"|"test": [[rel_path, label, classname], ...]}``."""
@@ -161,7 +219,8 @@ class BenchmarkDataset(DatasetBase):
             raise bad('expected an object with lists "train", "val" and "test"')
 
         splits: dict[str, list[Entry]] = {}
-        names: dict[int, str] = {}
+        names: dict[int, str] = {}  # label -> class name
+        labels: dict[str, int] = {}  # class name -> label: one entry with another label is a phantom class
         for split in SPLIT_NAMES:
             entries = []
             for i, entry in enumerate(raw[split]):
@@ -178,6 +237,11 @@ class BenchmarkDataset(DatasetBase):
                     raise bad(f"{where} has a negative label")
                 if names.setdefault(label, classname) != classname:
                     raise bad(f'{where} names label {label} "{classname}", earlier "{names[label]}"')
+                if labels.setdefault(classname, label) != label:
+                    raise bad(
+                        f'{where} gives class "{classname}" label {label}, earlier label {labels[classname]}; '
+                        "each class has one label and one name"
+                    )
                 entries.append((rel, label, classname))
             splits[split] = entries
 
@@ -197,6 +261,14 @@ class BenchmarkDataset(DatasetBase):
             for i, (rel, label, _) in enumerate(splits[split]):
                 if label >= n_classes:
                     raise bad(f'entry {split}[{i}] "{rel}" has label {label}, outside the class range 0..{n_classes - 1}')
+        untested = sorted(train_labels - {label for _, label, _ in splits["test"]})
+        if untested:
+            # A class that is trained but never tested: usually a mislabelled train entry.
+            i, (rel, label, _) = next((i, e) for i, e in enumerate(splits["train"]) if e[1] == untested[0])
+            raise bad(
+                f'class {label} "{names[label]}" (first at entry train[{i}] "{rel}") has no test image; '
+                f"every class of 0..{n_classes - 1} needs one"
+            )
         return splits
 
     # read_split, save_split and read_and_split_data are classmethods, so CoOp-fork dataset files that call
@@ -300,21 +372,65 @@ class BenchmarkDataset(DatasetBase):
     def fewshot_cache_path(self, num_shots: int, seed: int) -> str:
         return osp.join(self.split_fewshot_dir, f"shot_{num_shots}-seed_{seed}.pkl")
 
-    def load_or_draw_fewshot(self, train, val, num_shots: int, seed: int):
-        """Reuse ``split_fewshot/shot_K-seed_S.pkl`` when present; otherwise draw it and save it."""
+    def load_or_draw_fewshot(self, train, val, num_shots: int, seed: int, split_digest: str | None = None):
+        """Reuse ``split_fewshot/shot_K-seed_S.pkl`` when it was drawn from this split; otherwise draw and save it.
+
+        ``split_digest`` is the split's ``split_fingerprint`` (computed from train and val when not given).
+        A stale cache is drawn again, with one warning: with the seed set, the new draw is exactly what a
+        first run on this split gets, so nothing is lost, and nothing from another split is trained on.
+        """
+        if split_digest is None:
+            split_digest = split_fingerprint(train, val, None, self.dataset_dir)
         path = self.fewshot_cache_path(num_shots, seed)
         if osp.exists(path):
-            logger.info(f"Loading preprocessed few-shot data from {path}")
             cached = self._load_fewshot_cache(path)
-            return cached["train"], (cached["val"] if self.fewshot_val else val)
+            stale = self._stale_cache_reason(cached, train, val, num_shots, split_digest)
+            if stale is None:
+                logger.info(f"Loading preprocessed few-shot data from {path}")
+                return cached["train"], (cached["val"] if self.fewshot_val else val)
+            logger.warning(f"Few-shot cache {path} {stale}; drawing it again from the current split")
         train = self.generate_fewshot_dataset(train, num_shots=num_shots)
         cache = {"train": train}
         if self.fewshot_val:
             val = self.generate_fewshot_dataset(val, num_shots=min(num_shots, 4))
             cache["val"] = val
+        cache[CACHE_SPLIT_KEY] = split_digest
         logger.info(f"Saving preprocessed few-shot data to {path}")
         atomic_write_bytes(pickle.dumps(cache, protocol=pickle.HIGHEST_PROTOCOL), path)
         return train, val
+
+    def _stale_cache_reason(self, cached: dict, train, val, num_shots: int, split_digest: str) -> str | None:
+        """Why a loaded cache cannot stand for this split's draw, or None when it can.
+
+        Ours carry the split's fingerprint (paths relative to the dataset folder), so they must also point
+        under this dataset folder. Upstream's carry none: each entry must then be an entry of the split's
+        train / val part as it is now, and the train part must hold K images of every class.
+        """
+        parts = {"train": train, "val": val} if self.fewshot_val else {"train": train}
+        stored = cached.get(CACHE_SPLIT_KEY)
+        if stored is not None:
+            if stored != split_digest:
+                return f"was drawn from another version of the split (fingerprint {stored[:12]}, now {split_digest[:12]})"
+            prefix = self.dataset_dir.rstrip(os.sep) + os.sep
+            elsewhere = next((item for key in parts for item in cached[key] if not item.impath.startswith(prefix)), None)
+            if elsewhere is not None:
+                return f"lists {elsewhere.impath}, outside {self.dataset_dir} (drawn under another DATASET.ROOT)"
+            return None
+        for key, current in parts.items():
+            entries = {(item.impath, item.label, item.classname) for item in current}
+            foreign = next((item for item in cached[key] if (item.impath, item.label, item.classname) not in entries),
+                           None)
+            if foreign is not None:
+                return (f'lists {foreign.impath} (label {foreign.label}, "{foreign.classname}"), which is not a '
+                        f"{key} entry of the split under this DATASET.ROOT")
+        counts: dict[int, int] = defaultdict(int)
+        for item in cached["train"]:
+            counts[item.label] += 1
+        n_classes = len({item.label for item in train})
+        if len(counts) != n_classes or any(count != num_shots for count in counts.values()):
+            return (f"holds {sum(counts.values())} training images over {len(counts)} classes, "
+                    f"not {num_shots} of each of {n_classes}")
+        return None
 
     def _load_fewshot_cache(self, path: str) -> dict[str, list[Datum]]:
         try:
@@ -325,11 +441,8 @@ class BenchmarkDataset(DatasetBase):
         keys = ("train", "val") if self.fewshot_val else ("train",)
         if not isinstance(cached, dict) or not all(isinstance(cached.get(k), list) for k in keys):
             raise self.content_error(path, f"a few-shot cache must be a dict with lists {keys}; delete it to redraw")
-        # Unpickling skips Datum's file check; a cache made under another DATASET.ROOT points elsewhere.
-        for key in keys:
-            missing, _ = first_missing_file(item.impath for item in cached[key])
-            if missing is not None:
-                raise self.content_error(path, f"{key} lists {missing}, which does not exist; delete the cache to redraw")
+        if not all(isinstance(item, Datum) for k in keys for item in cached[k]):
+            raise self.content_error(path, "a few-shot cache's lists must hold Datum objects; delete it to redraw")
         return cached
 
     # ------------------------------------------------------------------ base / new classes

@@ -256,6 +256,51 @@ def test_openai_style_text_encoder_matches_encode_text(tiny):
     assert mask[0, 1] == float("-inf") and mask[1, 0] == 0 and mask.shape == (77, 77)
 
 
+class CoOpTextEncoderWithoutPermute(OpenAIStyleTextEncoder):
+    """A port that dropped CoOp's permute(1, 0, 2): batch-first prompts into the sequence-first transformer."""
+
+    def forward(self, prompts, tokenized_prompts):
+        x = prompts + self.positional_embedding.type(self.dtype)
+        x = self.transformer(x)
+        x = self.ln_final(x).type(self.dtype)
+        return x[torch.arange(x.shape[0]), tokenized_prompts.argmax(dim=-1)] @ self.text_projection
+
+
+def class_prompts(backbone, n_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """CoOp-style prompt embeddings [n_classes, 77, width] and their tokens, one class name each."""
+    tokens = clip.tokenize([f"a photo of a class{i}." for i in range(n_classes)])
+    return backbone.token_embedding(tokens), tokens
+
+
+@pytest.mark.parametrize("n_classes", [5, 77], ids=["fewer-than-77-prompts", "exactly-77-prompts"])
+def test_coop_text_encoder_without_the_permute_fails_loudly(tiny, n_classes):
+    _, backbone = tiny
+    embeddings, tokens = class_prompts(backbone, n_classes)
+    with torch.no_grad():  # the upstream encoder, permutes kept, works at both sizes
+        torch.testing.assert_close(OpenAIStyleTextEncoder(backbone)(embeddings, tokens),
+                                   backbone.encode_text(tokens), atol=1e-5, rtol=1e-5)
+    # 5 prompts: OpenAI's 77x77 mask rejects a length of 5; 77 prompts: the shape fits, the layout does not.
+    expected = r"sequence-first \[77, N, width\].*x\.permute\(1, 0, 2\) before and after"
+    with pytest.raises(ValueError, match=expected) as error:
+        CoOpTextEncoderWithoutPermute(backbone)(embeddings, tokens)
+    assert "\n" not in str(error.value)
+    x = embeddings + backbone.positional_embedding  # block by block, as deep-prompt forks iterate
+    with pytest.raises(ValueError, match=r"text block input .*" + expected):
+        backbone.transformer.resblocks[0](x)
+
+
+def test_text_transformer_takes_only_the_full_context_length(tiny):
+    _, backbone = tiny
+    tokens = clip.tokenize(["a cat.", "a dog."])
+    x = (backbone.token_embedding(tokens) + backbone.positional_embedding).permute(1, 0, 2)  # [77, 2, width]
+    with pytest.raises(ValueError, match=r"shape \[10, 2, 32\]; OpenAI's text tower takes sequence-first \[77, N"):
+        backbone.transformer(x[:10])  # truncated: OpenAI's fixed mask fails here too
+    with torch.no_grad():
+        assert backbone.transformer(x).shape == x.shape
+        assert backbone.transformer(torch.randn(77, 77, backbone.text_width)).shape == (77, 77, backbone.text_width)
+        assert backbone.visual.transformer(torch.randn(5, 3, backbone.vision_width)).shape[0] == 5  # no mask there
+
+
 def test_openai_style_image_encoder_matches_encode_image(tiny):
     _, backbone = tiny
     images = torch.randn(2, 3, 32, 32)
@@ -275,7 +320,7 @@ def test_fork_calling_conventions_fail_loudly(tiny):
         backbone.transformer([x, [torch.zeros(2, backbone.text_width)], 0])  # MaPLe-fork call
     with pytest.raises(TypeError, match="applies its own mask"):
         backbone.transformer(x, attn_mask=backbone.build_attention_mask())  # open_clip-style call
-    with pytest.raises(ValueError, match=r"sequence-first \[L<=77, N, 32\]"):
+    with pytest.raises(ValueError, match=r"sequence-first \[77, N, width\] \(its causal mask is 77x77\)"):
         backbone.transformer(torch.zeros(78, 77, backbone.text_width))  # batch-first, 78 prompts
     with pytest.raises(TypeError, match="vision prompts go through"):
         backbone.visual(torch.zeros(1, 3, 32, 32), torch.zeros(2, 48), [])  # MaPLe-fork image encoder call

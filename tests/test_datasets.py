@@ -88,7 +88,7 @@ def test_fewshot_draw_is_seeded_cached_and_reused(tree, name):
     if name == "ImageNet":  # val is the full test set, and the cache holds only "train"
         assert len(first.val) == len(first.test)
         with open(cache, "rb") as f:
-            assert set(pickle.load(f)) == {"train"}
+            assert set(pickle.load(f)) == {"train", "split_fingerprint"}
     else:
         assert len(first.val) == min(shots, 4) * n
 
@@ -284,14 +284,20 @@ def test_invalid_json_names_the_file(one_tree):
         build_dataset(make_cfg(root, "DescribableTextures"))
 
 
-def test_fewshot_cache_from_another_root_is_refused(one_tree, tmp_path_factory):
+def test_fewshot_cache_from_another_root_is_drawn_again_identically(one_tree, tmp_path_factory, caplog):
     root, cls = one_tree("EuroSAT")
-    build_dataset(make_cfg(root, "EuroSAT", shots=1))
+    random.seed(1)
+    first = build_dataset(make_cfg(root, "EuroSAT", shots=1))
     moved = str(tmp_path_factory.mktemp("moved"))
     shutil.copytree(osp.join(root, cls.dataset_dir), osp.join(moved, cls.dataset_dir))
     shutil.rmtree(osp.join(root, cls.dataset_dir))
-    with pytest.raises(ValueError, match=r"shot_1-seed_1.pkl: train lists .* delete the cache"):
-        build_dataset(make_cfg(moved, "EuroSAT", shots=1))
+    random.seed(1)
+    with caplog.at_level("WARNING", logger="datasets.base"):
+        again = build_dataset(make_cfg(moved, "EuroSAT", shots=1))
+    assert any("shot_1-seed_1.pkl lists" in m and "another DATASET.ROOT" in m and "drawing it again" in m
+               for m in caplog.messages)
+    assert [osp.relpath(d.impath, moved) for d in again.train_x] == [osp.relpath(d.impath, root) for d in first.train_x]
+    assert again.content_fingerprint == first.content_fingerprint  # relative paths: the root is not content
 
 
 def test_imagenet_flat_val_and_stale_cache_are_explained(one_tree):

@@ -16,7 +16,7 @@ import PIL
 import torch
 from PIL import Image
 
-from .errors import ConfigError
+from .errors import ConfigError, DataError
 
 __all__ = [
     "mkdir_if_missing",
@@ -83,11 +83,38 @@ def download_url(url: str, dst: str) -> None:
 
 
 def read_image(path: str) -> Image.Image:
-    """Read an image file as a PIL RGB image; a missing file gives an error naming it."""
+    """Read an image file as a PIL RGB image; a missing file gives an error naming it.
+
+    16-bit, 32-bit integer and float greyscale images are scaled to 8 bits (PIL's own conversion clips them).
+    """
     if not osp.exists(path):
         raise FileNotFoundError(f'No file found at "{path}"')
     with Image.open(path) as img:
+        if img.mode.startswith("I") or img.mode == "F":
+            return _high_depth_to_8bit(img, path).convert("RGB")
         return img.convert("RGB")
+
+
+def _high_depth_to_8bit(img: Image.Image, path: str) -> Image.Image:
+    """An "L" image from a 16-bit ("I;16*"), 32-bit integer ("I") or float ("F") greyscale one.
+
+    Integer images are read as 16-bit, 0..65535 (what PNG, TIFF and PGM store in these modes), float ones as
+    0..1; a value outside that range has no known scale, so the file is refused rather than guessed at.
+    """
+    pixels = np.asarray(img)
+    if img.mode == "F":
+        full_scale, valid = 1.0, "0..1"
+    else:
+        full_scale, valid = 65535.0, "0..65535"
+    if pixels.size:
+        low, high = pixels.min(), pixels.max()
+        if not (np.isfinite(low) and np.isfinite(high) and 0 <= low and high <= full_scale):
+            raise DataError(
+                f'"{path}": {img.mode}-mode greyscale image with values {low}..{high}, outside {valid}, '
+                f"the range it is read in; save it as 8- or 16-bit PNG"
+            )
+    scaled = np.rint(pixels.astype(np.float64) * (255.0 / full_scale)).astype(np.uint8)
+    return Image.fromarray(scaled)  # uint8 [H, W]: mode "L"
 
 
 def collect_env_info() -> str:

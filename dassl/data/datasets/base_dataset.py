@@ -6,14 +6,17 @@ module path are part of the on-disk format: few-shot caches written by upstream 
 """
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import random
 from collections import defaultdict
 from collections.abc import Sequence
 
+from dassl.utils.errors import DataError
 from dassl.utils.tools import check_isfile
 
-__all__ = ["Datum", "DatasetBase"]
+__all__ = ["Datum", "DatasetBase", "items_fingerprint"]
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +64,23 @@ class Datum:
         return f"Datum(impath={self._impath!r}, label={self._label}, domain={self._domain}, classname={self._classname!r})"
 
 
+def items_fingerprint(items: Sequence[Datum] | None, root: str = "") -> str | None:
+    """sha256 (hex) of the items' (path, label, class name) in order, paths relative to ``root`` when under it.
+
+    Relative paths keep the digest the same when the data root moves; the order is content too, since the
+    few-shot draw depends on it. None for an absent list.
+    """
+    if items is None:
+        return None
+    prefix = root.rstrip(os.sep) + os.sep if root else ""
+    cut = len(prefix)
+    digest = hashlib.sha256()
+    for item in items:
+        path = item.impath[cut:] if prefix and item.impath.startswith(prefix) else item.impath
+        digest.update(f"{path}\t{item.label}\t{item.classname}\n".encode())
+    return digest.hexdigest()
+
+
 class DatasetBase:
     """Holds the data lists; class count and names are derived from ``train_x`` only (as upstream)."""
 
@@ -82,17 +102,33 @@ class DatasetBase:
         # (the "991 logits for labels up to 999" failure); say which labels are absent instead.
         missing = sorted(set(range(self._num_classes)) - set(self._lab2cname))
         if missing:
-            raise ValueError(
+            raise DataError(
                 f"{type(self).__name__}: train labels must be contiguous 0..{self._num_classes - 1}, "
                 f"but labels {missing[:10]} have no training image"
             )
         for split_name, items in (("val", val), ("test", test)):
             for item in items or ():
                 if not 0 <= item.label < self._num_classes:
-                    raise ValueError(
+                    raise DataError(
                         f"{type(self).__name__}: {split_name} item {item.impath!r} has label {item.label}, "
                         f"outside the training classes 0..{self._num_classes - 1}"
                     )
+        if self._num_classes < 2:
+            # One class: every prediction is right, so the reported accuracy would be 100 % by construction.
+            raise DataError(
+                f"{type(self).__name__}: the training data holds one class ({self._classnames[0]!r}); "
+                "a classification run needs at least 2 classes"
+            )
+
+    @property
+    def content_fingerprint(self) -> dict[str, str | None]:
+        """sha256 of what the dataset holds: {"train_x", "val", "test"} (see ``items_fingerprint``).
+
+        Paths are taken relative to ``dataset_dir``; loaders that read a split file add "split".
+        """
+        root = self.dataset_dir if isinstance(self.dataset_dir, str) else ""
+        return {name: items_fingerprint(items, root)
+                for name, items in (("train_x", self._train_x), ("val", self._val), ("test", self._test))}
 
     @property
     def train_x(self):
@@ -155,13 +191,20 @@ class DatasetBase:
         output = []
         for data_source in data_sources:
             fewshot = []
-            for items in self.split_dataset_by_label(data_source).values():
+            groups = self.split_dataset_by_label(data_source)
+            for items in groups.values():
                 if len(items) >= num_shots:
                     fewshot.extend(random.sample(items, num_shots))
                 elif repeat:
                     fewshot.extend(random.choices(items, k=num_shots))
                 else:
                     fewshot.extend(items)
+            short = [len(items) for items in groups.values() if len(items) < num_shots]
+            if short and not repeat:  # the run is named after num_shots; say once that some classes have fewer
+                logger.warning(
+                    f"Few-shot draw of {num_shots} per class: {len(short)} of {len(groups)} classes have fewer "
+                    f"items (fewest: {min(short)}), and all of theirs are taken"
+                )
             output.append(fewshot)
         return output[0] if len(output) == 1 else output
 
