@@ -285,6 +285,4 @@ class GOPro(PromptTrainer):
     def build_model(self) -> None:
         clip_model = self.load_backbone()
         self.model = GOProNet.from_config(self.cfg, clip_model, self.dm.dataset.classnames).to(self.device)
-        learner = self.model.prompt_learner
-        logger.info("GOPro learns %d parameters", sum(p.numel() for p in learner.parameters()))
-        self.register_learner(learner)
+        self.register_learner(self.model.prompt_learner)
