@@ -131,3 +131,13 @@ def test_the_memory_budget_key_belongs_to_the_trainers_and_keeps_its_name_and_de
     assert "MEMORY_BUDGET_GB" not in _C.TRAIN  # not an engine key any more
     assert get_cfg_default().TRAIN.MEMORY_BUDGET_GB is None  # registered by trainers/chunking.py
     assert "TRAIN.MEMORY_BUDGET_GB" in run_local_keys()  # a memory knob: changing it never blocks a resume
+
+
+def test_a_dataset_template_without_a_class_name_slot_is_a_config_error():
+    from trainers.templates import dataset_template
+
+    class ForkDataset:
+        template = "a photo of a thing."
+
+    with pytest.raises(ConfigError, match=r"ForkDataset.template 'a photo of a thing.' has no '\{\}'"):
+        dataset_template(ForkDataset())
