@@ -29,7 +29,7 @@ from collections.abc import Iterable, Sequence
 
 from dassl.data.datasets import DatasetBase, Datum
 from dassl.data.datasets.base_dataset import items_fingerprint
-from dassl.utils import DataError, atomic_write_bytes, listdir_nohidden, mkdir_if_missing
+from dassl.utils import ConfigError, DataError, atomic_write_bytes, listdir_nohidden, mkdir_if_missing
 
 __all__ = ["BenchmarkDataset", "SUBSAMPLE_CHOICES", "first_missing_file", "split_fingerprint"]
 
@@ -451,7 +451,7 @@ class BenchmarkDataset(DatasetBase):
     def subsample_classes(*args: Sequence[Datum], subsample: str = "all") -> list[list[Datum]] | tuple:
         """Keep the first ceil(n/2) sorted labels of ``args[0]`` ("base") or the rest ("new"), relabelled from 0."""
         if subsample not in SUBSAMPLE_CHOICES:
-            raise ValueError(f'DATASET.SUBSAMPLE_CLASSES is "{subsample}"; valid choices: {list(SUBSAMPLE_CHOICES)}')
+            raise ConfigError(f'DATASET.SUBSAMPLE_CLASSES is "{subsample}"; valid choices: {list(SUBSAMPLE_CHOICES)}')
         if subsample == "all":
             return args
         labels = sorted({item.label for item in args[0]})

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import datasets  # noqa: F401  (registers the loaders and DATASET.SUBSAMPLE_CLASSES)
-from dassl.config import get_cfg_default
+from dassl.config import ConfigError, get_cfg_default
 from dassl.data.datasets import DATASET_REGISTRY, DatasetBase, Datum, build_dataset
 from datasets.base import BenchmarkDataset
 from tests.fake_trees import FAKE_DATASETS, PER_CLASS, make_fake_trees, write_jpeg
@@ -144,7 +144,7 @@ def test_subsample_counts_and_relabelling():
     new, = BenchmarkDataset.subsample_classes(items, subsample="new")
     assert (len(base), len(new)) == (19, 18)
     assert [d.label for d in new] == list(range(18)) and new[0].classname == "c19"
-    with pytest.raises(ValueError, match=r"DATASET.SUBSAMPLE_CLASSES.*'all', 'base', 'new'"):
+    with pytest.raises(ConfigError, match=r"DATASET.SUBSAMPLE_CLASSES.*'all', 'base', 'new'"):
         BenchmarkDataset.subsample_classes(items, subsample="novel")
 
 

@@ -9,8 +9,9 @@ import torch.nn.functional as F
 
 import clip
 from clip.tiny import build_tiny_clip
+from dassl.config import ConfigError
 from trainers.deep_prompts import IndependentPrompts, build_independent_prompts, text_context
-from trainers.maple import CoupledPrompts, MaPLe
+from trainers.maple import CoupledPrompts, MaPLeNet
 from trainers.promptsrc import (
     PROMPTSRC_TEMPLATES,
     AggregatedPrompts,
@@ -19,7 +20,7 @@ from trainers.promptsrc import (
     gaussian_epoch_weights,
     logit_agreement,
 )
-from trainers.vpt import VPT, VPTNet
+from trainers.vpt import VPTNet
 
 CLASSNAMES = ["dog", "sea_lion", "golden retriever"]
 
@@ -40,7 +41,7 @@ def method_cfg(trainer: str):
 
 
 def trainer_stub(cls, cfg):
-    """A trainer object with only its config: enough for check_cfg and build_net."""
+    """A trainer object with only its config: enough for check_cfg."""
     trainer = object.__new__(cls)
     trainer.cfg, trainer.precision, trainer.device = cfg, "fp32", torch.device("cpu")
     return trainer
@@ -86,7 +87,7 @@ def test_maple_couplings_derive_the_vision_prompts_and_start_identical_as_public
 def test_maple_gradients_reach_text_prompts_through_both_towers(vit):
     cfg = method_cfg("MaPLe")
     torch.manual_seed(0)
-    net = trainer_stub(MaPLe, cfg).build_net(vit, CLASSNAMES)
+    net = MaPLeNet.from_config(cfg, vit, CLASSNAMES)
     images = torch.randn(2, 3, 32, 32)
     image_only = net.image_features(images).square().sum()  # the vision tower alone
     image_only.backward()
@@ -95,16 +96,19 @@ def test_maple_gradients_reach_text_prompts_through_both_towers(vit):
 
 def test_vpt_uses_the_fixed_template_and_learns_only_vision_prompts(vit):
     cfg = method_cfg("VPT")
-    net = trainer_stub(VPT, cfg).build_net(vit, CLASSNAMES)
+    net = VPTNet.from_config(cfg, vit, CLASSNAMES, cfg.TRAINER.VPT.TEMPLATE)
     assert isinstance(net, VPTNet) and [n for n, _ in net.prompt_learner.named_parameters()] == ["vision"]
     tokens = clip.tokenize([f"a photo of a {n.replace('_', ' ')}." for n in CLASSNAMES])
     with torch.no_grad():
         expected = F.normalize(vit.encode_text(tokens).float(), dim=-1)
     torch.testing.assert_close(net.text_features(), expected)
     cfg.TRAINER.VPT.N_CTX_TEXT = 4  # CoOp-style learned text context
-    coop_style = trainer_stub(VPT, cfg).build_net(vit, CLASSNAMES)
+    coop_style = VPTNet.from_config(cfg, vit, CLASSNAMES, None)
     assert coop_style.prompt_learner.ctx.shape == (4, vit.text_width)
     assert coop_style.prompt_learner.text_deep_prompts() == []
+    # Fixed class text features are no step's work; a learned text context runs the text tower each step.
+    assert net.step_work(2)["instances"] == 0 and coop_style.step_work(2)["instances"] == 1
+    assert coop_style.fixed_text is None and coop_style.text_features().requires_grad
 
 
 def test_language_only_ivlp_runs_the_image_tower_without_autograd(vit):
@@ -163,7 +167,7 @@ def test_promptsrc_swaps_in_the_average_after_the_last_epoch_before_the_engine_s
 def test_promptsrc_losses_equal_a_direct_computation(vit):
     cfg = method_cfg("PromptSRC")
     torch.manual_seed(0)
-    net = trainer_stub(PromptSRC, cfg).build_net(vit, CLASSNAMES)
+    net = PromptSRCNet.from_config(cfg, vit, CLASSNAMES)
     assert isinstance(net, PromptSRCNet)
     assert sum(isinstance(m, clip.CLIPBackbone) for m in net.modules()) == 1  # the teacher is the same backbone
     images, labels = torch.randn(3, 3, 32, 32), torch.tensor([0, 2, 1])
@@ -198,7 +202,7 @@ def test_promptsrc_losses_equal_a_direct_computation(vit):
 # ---- one-line config errors, before the prompts are built ---------------------------------------------------
 
 def _one_line_error(fn, pattern):
-    with pytest.raises(ValueError, match=pattern) as error:
+    with pytest.raises(ConfigError, match=pattern) as error:
         fn()
     assert "\n" not in str(error.value)
 
@@ -224,13 +228,13 @@ def test_bad_depths_tokens_and_windows_are_one_line_errors(vit, tiny_resnet_clip
     _one_line_error(lambda: build_independent_prompts(resnet, ivlp, "TRAINER.IVLP", CLASSNAMES),
                     r"TRAINER.IVLP.PROMPT_DEPTH_VISION is 2 but vision prompts need a ViT backbone .* resnet")
     maple = method_cfg("MaPLe")
-    _one_line_error(lambda: trainer_stub(MaPLe, maple).build_net(resnet, CLASSNAMES),
+    _one_line_error(lambda: MaPLeNet.from_config(maple, resnet, CLASSNAMES),
                     r"TRAINER.MAPLE.PROMPT_DEPTH is 2 but vision prompts need a ViT")
     maple.TRAINER.MAPLE.PROMPT_DEPTH = 3
-    _one_line_error(lambda: trainer_stub(MaPLe, maple).build_net(vit, CLASSNAMES),
+    _one_line_error(lambda: MaPLeNet.from_config(maple, vit, CLASSNAMES),
                     r"TRAINER.MAPLE.PROMPT_DEPTH is 3; valid: 1\.\.2")
     vpt = method_cfg("VPT")
-    _one_line_error(lambda: trainer_stub(VPT, vpt).build_net(resnet, CLASSNAMES),
+    _one_line_error(lambda: VPTNet.from_config(vpt, resnet, CLASSNAMES, vpt.TRAINER.VPT.TEMPLATE),
                     r"TRAINER.VPT.PROMPT_DEPTH_VISION is 2 but vision prompts need a ViT")
 
     src = method_cfg("PromptSRC")

@@ -55,12 +55,12 @@ def test_resume_fingerprint_ignores_memory_knobs_but_not_the_deployed_model():
 
 
 def test_gopro_refuses_a_batch_its_projector_batchnorm_cannot_train_on():
-    from dassl.config import get_cfg_default
+    from dassl.config import ConfigError, get_cfg_default
     from trainers.gopro import check_gopro_cfg
 
     cfg = get_cfg_default()
     cfg.DATALOADER.TRAIN_X.BATCH_SIZE = 1
-    with pytest.raises(ValueError, match="BATCH_SIZE 1 gives 1 image"):
+    with pytest.raises(ConfigError, match="BATCH_SIZE 1 gives 1 image"):
         check_gopro_cfg(cfg)
     cfg.TRAINER.GOPRO.W_CONTRASTIVE = 0.0  # no projector in the step: batch 1 is fine
     check_gopro_cfg(cfg)

@@ -7,6 +7,7 @@ import torch
 
 import clip
 from clip import text as text_tower
+from dassl.config import ConfigError
 from trainers import chunking
 from trainers.chunking import (
     GIB,
@@ -115,11 +116,11 @@ def test_chunk_size_follows_the_shapes():
 
 
 def test_too_small_budget_names_the_key_and_the_budget_that_fits():
-    with pytest.raises(ValueError, match=r"TRAIN.MEMORY_BUDGET_GB 0.5 is too small .* at least 0.7"):
+    with pytest.raises(ConfigError, match=r"TRAIN.MEMORY_BUDGET_GB 0.5 is too small .* at least 0.7"):
         plan_text_chunks(100, 8, 512, 12, 4, 512, GIB // 2, resident_bytes=600 * 2**20)
-    with pytest.raises(ValueError, match="TRAIN.MEMORY_BUDGET_GB is -1"):
+    with pytest.raises(ConfigError, match="TRAIN.MEMORY_BUDGET_GB is -1"):
         InstanceTextPass(-1)
-    with pytest.raises(ValueError, match="TRAIN.MEMORY_BUDGET_GB is 'big'"):
+    with pytest.raises(ConfigError, match="TRAIN.MEMORY_BUDGET_GB is 'big'"):
         InstanceTextPass("big")
 
 

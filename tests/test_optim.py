@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import CosineAnnealingLR
 
-from dassl.config import get_cfg_default
+from dassl.config import ConfigError, get_cfg_default
 from dassl.optim import ConstantWarmupScheduler, build_lr_scheduler, build_optimizer
 
 
@@ -123,7 +123,7 @@ def test_optimizers_and_staged_lr():
     base_group, new_group = staged.param_groups
     assert base_group["lr"] == pytest.approx(0.01) and new_group["lr"] == pytest.approx(0.1)
     assert new_group["params"][0] is model.head.weight
-    with pytest.raises(ValueError, match="neck"):
+    with pytest.raises(ConfigError, match="neck"):
         build_optimizer(model, _optim_cfg(STAGED_LR=True, NEW_LAYERS=("neck",)))
 
 
@@ -133,10 +133,12 @@ def test_optimizers_and_staged_lr():
         ({"NAME": "lamb"}, r"lamb.*'adam', 'amsgrad', 'sgd'"),
         ({"LR_SCHEDULER": "poly"}, r"poly.*'single_step', 'multi_step', 'cosine'"),
         ({"WARMUP_EPOCH": 1, "WARMUP_TYPE": "exp"}, r"exp.*'constant', 'linear'"),
+        ({"LR_SCHEDULER": "single_step", "STEPSIZE": (1.5,)}, r"OPTIM.STEPSIZE is 1.5; valid for single_step"),
+        ({"LR_SCHEDULER": "multi_step", "STEPSIZE": 3}, r"OPTIM.STEPSIZE is 3; valid for multi_step: a list"),
     ],
 )
-def test_unknown_names_list_valid_choices(overrides, match):
+def test_unknown_names_and_bad_step_sizes_are_config_errors(overrides, match):
     cfg = _optim_cfg(**overrides)
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(ConfigError, match=match):
         optimizer = build_optimizer(nn.Linear(2, 2), cfg)
         build_lr_scheduler(optimizer, cfg)

@@ -5,6 +5,7 @@ subclass that sets ``CFG_NODE`` and builds the model; the engine does the rest (
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 from torch import Tensor, nn
@@ -20,6 +21,8 @@ from .checks import check_input_size
 from .templates import dataset_template
 
 __all__ = ["PromptModel", "PromptTrainer"]
+
+logger = logging.getLogger(__name__)
 
 
 class PromptModel(nn.Module):
@@ -92,6 +95,7 @@ class PromptTrainer(TrainerX):
         self.optim = build_optimizer(learner, self.cfg.OPTIM)
         self.sched = build_lr_scheduler(self.optim, self.cfg.OPTIM)
         self.register_model("prompt_learner", learner, self.optim, self.sched)
+        logger.info("%s learns %d parameters", type(self).__name__, sum(p.numel() for p in learner.parameters()))
 
     def forward_train(self, batch: dict) -> dict[str, Tensor]:
         """The model's named losses on the batch's views (the engine runs this under autocast)."""

@@ -17,9 +17,15 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from dassl.config import register_cfg_extension
+from dassl.utils import ConfigError
+
 from .class_prompts import ClassPrompts, encode_prompt_embeddings
 
 __all__ = [
+    "add_memory_budget_config",
+    "check_memory_budget",
+    "check_eval_prompt_chunk",
     "GIB",
     "SAVED_WIDTHS_PER_TOKEN_LAYER",
     "EVAL_WIDTHS_PER_TOKEN",
@@ -45,6 +51,28 @@ EVAL_WIDTHS_PER_TOKEN = 12
 HEADROOM = 0.15
 # Per prompt kept outside the chunks, in embed-dim fp32 values: features, normalised features, their grad.
 KEPT_FEATURE_COPIES = 3
+
+
+def check_memory_budget(budget) -> None:
+    """``TRAIN.MEMORY_BUDGET_GB`` must be None (no limit) or a number of GiB > 0."""
+    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float)) or budget <= 0):
+        raise ConfigError(f"TRAIN.MEMORY_BUDGET_GB is {budget!r}; valid: a number of GiB > 0, or None (no limit)")
+
+
+@register_cfg_extension(
+    run_local_keys=("TRAIN.MEMORY_BUDGET_GB",),
+    check=lambda cfg: check_memory_budget(cfg.TRAIN.get("MEMORY_BUDGET_GB", None)),
+)
+def add_memory_budget_config(cfg) -> None:
+    # GiB that a step of an image-conditioned method (CoCoOp, GOPro) may use; None = no limit. When set, the
+    # text tower runs its (image, class) prompts in checkpointed chunks sized to fit; same losses and gradients.
+    cfg.TRAIN.MEMORY_BUDGET_GB = None
+
+
+def check_eval_prompt_chunk(value: int, key: str) -> None:
+    """An ``EVAL_PROMPT_CHUNK`` (prompts per evaluation pass of the text tower) must be >= 1."""
+    if value < 1:
+        raise ConfigError(f"{key} is {value!r}; valid: >= 1 ((image, class) prompts per evaluation text pass)")
 
 
 @dataclass(frozen=True)
@@ -92,7 +120,7 @@ def plan_text_chunks(
     available = int(budget_bytes * (1 - HEADROOM)) - resident_bytes - kept
     if available < per_prompt:
         needed = (resident_bytes + kept + per_prompt) / (1 - HEADROOM) / GIB
-        raise ValueError(
+        raise ConfigError(
             f"TRAIN.MEMORY_BUDGET_GB {budget_bytes / GIB:g} is too small for the text tower "
             f"({resident_bytes / GIB:.2f} GiB of weights, {n_prompts} prompts x {n_tokens} tokens); "
             f"it needs at least {math.ceil(needed * 10) / 10:g}"
@@ -108,19 +136,11 @@ class InstanceTextPass:
     """
 
     def __init__(self, memory_budget_gb: float | None = None, eval_chunk: int = 1024):
-        if memory_budget_gb is not None and (isinstance(memory_budget_gb, bool) or
-                                             not isinstance(memory_budget_gb, (int, float)) or memory_budget_gb <= 0):
-            raise ValueError(f"TRAIN.MEMORY_BUDGET_GB is {memory_budget_gb!r}; it must be a number > 0 (or None: no limit)")
-        if eval_chunk < 1:
-            raise ValueError(f"EVAL_PROMPT_CHUNK is {eval_chunk}; it must be >= 1")
+        check_memory_budget(memory_budget_gb)
+        check_eval_prompt_chunk(eval_chunk, "EVAL_PROMPT_CHUNK")
         self.budget_bytes = None if memory_budget_gb is None else int(memory_budget_gb * GIB)
         self.eval_chunk = eval_chunk
         self._logged: set[tuple[int, int]] = set()
-
-    @classmethod
-    def from_config(cls, cfg, method_cfg) -> InstanceTextPass:
-        """From ``TRAIN.MEMORY_BUDGET_GB`` (None = no limit) and the method's ``EVAL_PROMPT_CHUNK``."""
-        return cls(cfg.TRAIN.get("MEMORY_BUDGET_GB", None), method_cfg.get("EVAL_PROMPT_CHUNK", 1024))
 
     def plan(self, clip_model, n_prompts: int, n_tokens: int) -> TextChunkPlan | None:
         """The chunking of a training pass over ``n_prompts`` x ``n_tokens`` (None without a budget)."""

@@ -14,7 +14,7 @@ from dassl.engine import TRAINER_REGISTRY
 
 from .base import PromptModel, PromptTrainer
 from .checks import check_context_fits
-from .chunking import InstanceTextPass
+from .chunking import InstanceTextPass, check_eval_prompt_chunk
 from .class_prompts import ClassPrompts, init_context
 from .losses import classification_terms, cosine_logits
 
@@ -120,8 +120,7 @@ class CoCoOp(PromptTrainer):
     CFG_NODE = "COCOOP"
 
     def check_cfg(self, cfg: CN) -> None:
-        if cfg.TRAINER.COCOOP.EVAL_PROMPT_CHUNK < 1:
-            raise ValueError(f"TRAINER.COCOOP.EVAL_PROMPT_CHUNK is {cfg.TRAINER.COCOOP.EVAL_PROMPT_CHUNK}; must be >= 1")
+        check_eval_prompt_chunk(cfg.TRAINER.COCOOP.EVAL_PROMPT_CHUNK, "TRAINER.COCOOP.EVAL_PROMPT_CHUNK")
 
     def build_model(self) -> None:
         clip_model = self.load_backbone()

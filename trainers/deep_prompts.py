@@ -1,6 +1,7 @@
 """Shared pieces of the deep-prompt methods (IVLP, VPT, MaPLe, PromptSRC): the text context as the public code
-initialises it, config checks, independent prompts for both towers, and the model that runs a learner's
-prompts through the backbone's prompt hooks (``encode_prompts(deep_prompts=)``, ``encode_image(prompts=)``).
+initialises it, config checks, independent prompts for both towers, and the model each method's own model
+extends, which runs a learner's prompts through the backbone's prompt hooks (``encode_prompts(deep_prompts=)``,
+``encode_image(prompts=)``).
 
 A learner is any module with ``ctx`` ([n, d_t] shallow text context, or None), ``text_deep_prompts()``
 (list of [n, d_t], blocks 1..J_t-1) and ``vision_prompts()`` (``clip.VisionPrompts`` or None).
@@ -17,13 +18,12 @@ from torch import Tensor, nn
 import clip
 from dassl.utils import ConfigError
 
-from .base import PromptModel, PromptTrainer
+from .base import PromptModel
 from .class_prompts import CTX_PLACEHOLDER, ClassPrompts, token_counts
 from .losses import classification_terms, cosine_logits
 
 __all__ = [
     "DeepPromptNet",
-    "DeepPromptTrainer",
     "IndependentPrompts",
     "build_independent_prompts",
     "check_depth",
@@ -190,17 +190,3 @@ class DeepPromptNet(PromptModel):
             embeddings.to(self.clip.dtype), tokens, deep_prompts=self.prompt_learner.text_deep_prompts()
         )
         return F.normalize(features.float(), dim=-1)
-
-
-class DeepPromptTrainer(PromptTrainer):
-    """A deep-prompt method's trainer: load the backbone, ``build_net`` (checks first), register its learner."""
-
-    def build_net(self, clip_model, classnames: Sequence[str]) -> PromptModel:
-        raise NotImplementedError
-
-    def build_model(self) -> None:
-        clip_model = self.load_backbone()
-        self.model = self.build_net(clip_model, self.dm.dataset.classnames).to(self.device)
-        self.register_learner(self.model.prompt_learner)
-        learned = sum(p.numel() for p in self.model.prompt_learner.parameters())
-        logger.info("%s learns %d parameters", type(self).__name__, learned)

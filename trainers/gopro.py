@@ -13,13 +13,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from yacs.config import CfgNode as CN
 
-from dassl.config import register_cfg_extension
+from dassl.config import ConfigError, register_cfg_extension
 from dassl.engine import TRAINER_REGISTRY
 from dassl.utils.distributed import get_world_size, global_batch_apply
 
 from .base import PromptModel, PromptTrainer
 from .checks import check_context_fits
-from .chunking import InstanceTextPass
+from .chunking import InstanceTextPass, check_eval_prompt_chunk
 from .class_prompts import ClassPrompts, init_context
 from .losses import consistency_loss, cosine_logits, simclr_loss
 from .views import VIEW_KEYS, build_view_transforms
@@ -247,24 +247,25 @@ class GOProNet(PromptModel):
 
 
 def check_gopro_cfg(cfg: CN) -> None:
-    """Validate TRAINER.GOPRO before anything is built."""
+    """Validate TRAINER.GOPRO (and the batch its projector needs) before anything is built."""
     g = cfg.TRAINER.GOPRO
     weights = {"W_CE": g.W_CE, "W_CONSISTENCY": g.W_CONSISTENCY, "W_CONTRASTIVE": g.W_CONTRASTIVE}
     for key, value in weights.items():
         if value < 0:
-            raise ValueError(f"TRAINER.GOPRO.{key} is {value}; loss weights must be >= 0")
+            raise ConfigError(f"TRAINER.GOPRO.{key} is {value}; valid: >= 0 (a loss weight)")
     if not any(v > 0 for v in weights.values()):
-        raise ValueError("TRAINER.GOPRO.W_CE, W_CONSISTENCY and W_CONTRASTIVE are all 0; at least one must be > 0")
+        raise ConfigError(
+            "TRAINER.GOPRO.W_CE, W_CONSISTENCY and W_CONTRASTIVE are all 0; valid: at least one > 0"
+        )
     if g.SIMCLR_TEMPERATURE <= 0:
-        raise ValueError(f"TRAINER.GOPRO.SIMCLR_TEMPERATURE is {g.SIMCLR_TEMPERATURE}; it must be > 0")
+        raise ConfigError(f"TRAINER.GOPRO.SIMCLR_TEMPERATURE is {g.SIMCLR_TEMPERATURE}; valid: > 0")
     per_rank = cfg.DATALOADER.TRAIN_X.BATCH_SIZE // get_world_size()
     if (g.W_CONTRASTIVE > 0 or g.PROJECTOR_IN_LOGITS) and per_rank < 2:
-        raise ValueError(
+        raise ConfigError(
             f"DATALOADER.TRAIN_X.BATCH_SIZE {cfg.DATALOADER.TRAIN_X.BATCH_SIZE} gives {per_rank} image(s) per process; "
             "the image projector's BatchNorm needs >= 2 (or set TRAINER.GOPRO.W_CONTRASTIVE 0)"
         )
-    if g.EVAL_PROMPT_CHUNK < 1:
-        raise ValueError(f"TRAINER.GOPRO.EVAL_PROMPT_CHUNK is {g.EVAL_PROMPT_CHUNK}; it must be >= 1")
+    check_eval_prompt_chunk(g.EVAL_PROMPT_CHUNK, "TRAINER.GOPRO.EVAL_PROMPT_CHUNK")
 
 
 @TRAINER_REGISTRY.register()
@@ -284,6 +285,4 @@ class GOPro(PromptTrainer):
     def build_model(self) -> None:
         clip_model = self.load_backbone()
         self.model = GOProNet.from_config(self.cfg, clip_model, self.dm.dataset.classnames).to(self.device)
-        learner = self.model.prompt_learner
-        logger.info("GOPro learns %d parameters", sum(p.numel() for p in learner.parameters()))
-        self.register_learner(learner)
+        self.register_learner(self.model.prompt_learner)

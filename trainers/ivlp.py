@@ -10,7 +10,8 @@ from yacs.config import CfgNode as CN
 from dassl.config import register_cfg_extension
 from dassl.engine import TRAINER_REGISTRY
 
-from .deep_prompts import DeepPromptNet, DeepPromptTrainer, build_independent_prompts
+from .base import PromptTrainer
+from .deep_prompts import DeepPromptNet, build_independent_prompts
 
 
 @register_cfg_extension
@@ -24,12 +25,22 @@ def add_ivlp_config(cfg: CN) -> None:
     cfg.TRAINER.IVLP.PREC = "auto"  # auto (bf16 where fast, else fp32), fp32, fp16, amp, bf16
 
 
+class IVLPNet(DeepPromptNet):
+    """Independent deep prompts in both towers; cross-entropy on the class logits."""
+
+    @classmethod
+    def from_config(cls, cfg: CN, clip_model, classnames: Sequence[str]) -> IVLPNet:
+        learner, class_prompts = build_independent_prompts(clip_model, cfg.TRAINER.IVLP, "TRAINER.IVLP", classnames)
+        return cls(clip_model, learner, class_prompts)
+
+
 @TRAINER_REGISTRY.register()
-class IVLP(DeepPromptTrainer):
+class IVLP(PromptTrainer):
     """IVLP trainer: cross-entropy on the class logits of the doubly prompted CLIP."""
 
     CFG_NODE = "IVLP"
 
-    def build_net(self, clip_model, classnames: Sequence[str]) -> DeepPromptNet:
-        learner, class_prompts = build_independent_prompts(clip_model, self.method_cfg, "TRAINER.IVLP", classnames)
-        return DeepPromptNet(clip_model, learner, class_prompts)
+    def build_model(self) -> None:
+        clip_model = self.load_backbone()
+        self.model = IVLPNet.from_config(self.cfg, clip_model, self.dm.dataset.classnames).to(self.device)
+        self.register_learner(self.model.prompt_learner)

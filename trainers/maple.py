@@ -12,11 +12,11 @@ import clip
 from dassl.config import register_cfg_extension
 from dassl.engine import TRAINER_REGISTRY
 
+from .base import PromptTrainer
 from .class_prompts import ClassPrompts
 from .deep_prompts import (
     PROMPT_INIT_STD,
     DeepPromptNet,
-    DeepPromptTrainer,
     check_depth,
     check_prompts_fit,
     check_vision_backbone,
@@ -59,18 +59,28 @@ class CoupledPrompts(nn.Module):
         return clip.VisionPrompts(self.proj(self.ctx), deep)
 
 
-@TRAINER_REGISTRY.register()
-class MaPLe(DeepPromptTrainer):
-    """MaPLe trainer: cross-entropy; gradients reach the text prompts through both towers."""
+class MaPLeNet(DeepPromptNet):
+    """CLIP with coupled prompts: gradients reach the text prompts through both towers."""
 
-    CFG_NODE = "MAPLE"
-
-    def build_net(self, clip_model, classnames: Sequence[str]) -> DeepPromptNet:
-        c = self.method_cfg
+    @classmethod
+    def from_config(cls, cfg: CN, clip_model, classnames: Sequence[str]) -> MaPLeNet:
+        c = cfg.TRAINER.MAPLE
         check_vision_backbone(clip_model, "TRAINER.MAPLE.PROMPT_DEPTH", c.PROMPT_DEPTH)
         blocks = min(clip_model.text_layers, clip_model.vision_layers)
         check_depth(c.PROMPT_DEPTH, blocks, "TRAINER.MAPLE.PROMPT_DEPTH", "shallower")
         ctx, prefix = text_context(clip_model, c.N_CTX, c.CTX_INIT, "TRAINER.MAPLE.N_CTX", "TRAINER.MAPLE.CTX_INIT")
         check_prompts_fit(prefix, classnames, clip_model.context_length, f"TRAINER.MAPLE.N_CTX {c.N_CTX}")
         learner = CoupledPrompts(ctx, c.PROMPT_DEPTH, clip_model.vision_width, c.INDEPENDENT_COUPLING_INIT)
-        return DeepPromptNet(clip_model, learner, ClassPrompts(clip_model, classnames, ctx.shape[0], placeholder=prefix))
+        return cls(clip_model, learner, ClassPrompts(clip_model, classnames, ctx.shape[0], placeholder=prefix))
+
+
+@TRAINER_REGISTRY.register()
+class MaPLe(PromptTrainer):
+    """MaPLe trainer: cross-entropy on the class logits of the jointly prompted CLIP."""
+
+    CFG_NODE = "MAPLE"
+
+    def build_model(self) -> None:
+        clip_model = self.load_backbone()
+        self.model = MaPLeNet.from_config(self.cfg, clip_model, self.dm.dataset.classnames).to(self.device)
+        self.register_learner(self.model.prompt_learner)

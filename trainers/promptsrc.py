@@ -16,7 +16,9 @@ import clip
 from dassl.config import ConfigError, register_cfg_extension
 from dassl.engine import TRAINER_REGISTRY
 
-from .deep_prompts import DeepPromptNet, DeepPromptTrainer, IndependentPrompts, build_independent_prompts
+from .base import PromptTrainer
+from .class_prompts import ClassPrompts
+from .deep_prompts import DeepPromptNet, IndependentPrompts, build_independent_prompts
 from .losses import classification_terms, cosine_logits
 
 logger = logging.getLogger(__name__)
@@ -106,12 +108,40 @@ class AggregatedPrompts(IndependentPrompts):
 class PromptSRCNet(DeepPromptNet):
     """IVLP's model; its training losses add the agreement with the unprompted backbone (the teacher)."""
 
-    def __init__(self, clip_model, learner, class_prompts, classnames: Sequence[str], c: CN):
+    def __init__(
+        self,
+        clip_model,
+        learner: AggregatedPrompts,
+        class_prompts: ClassPrompts,
+        classnames: Sequence[str],
+        text_weight: float = 25.0,
+        image_weight: float = 10.0,
+        kl_weight: float = 1.0,
+        kl_reduction: str = "numel",
+    ):
         super().__init__(clip_model, learner, class_prompts)
         self.classnames = list(classnames)
-        self.text_weight, self.image_weight = c.TEXT_LOSS_WEIGHT, c.IMAGE_LOSS_WEIGHT
-        self.kl_weight, self.kl_reduction = c.KL_WEIGHT, c.KL_REDUCTION
+        self.text_weight, self.image_weight = text_weight, image_weight
+        self.kl_weight, self.kl_reduction = kl_weight, kl_reduction
         self._teacher_text: Tensor | None = None  # built at the first training step: evaluation never needs it
+
+    @classmethod
+    def from_config(cls, cfg: CN, clip_model, classnames: Sequence[str]) -> PromptSRCNet:
+        c = cfg.TRAINER.PROMPTSRC
+        weights = gaussian_epoch_weights(cfg.OPTIM.MAX_EPOCH, c.GPA_MEAN, c.GPA_STD)
+        learner, class_prompts = build_independent_prompts(
+            clip_model, c, "TRAINER.PROMPTSRC", classnames, learner_cls=AggregatedPrompts, epoch_weights=weights
+        )
+        return cls(
+            clip_model,
+            learner,
+            class_prompts,
+            classnames,
+            text_weight=c.TEXT_LOSS_WEIGHT,
+            image_weight=c.IMAGE_LOSS_WEIGHT,
+            kl_weight=c.KL_WEIGHT,
+            kl_reduction=c.KL_REDUCTION,
+        )
 
     @torch.no_grad()
     def teacher_text_features(self) -> Tensor:
@@ -147,7 +177,7 @@ class PromptSRCNet(DeepPromptNet):
 
 
 @TRAINER_REGISTRY.register()
-class PromptSRC(DeepPromptTrainer):
+class PromptSRC(PromptTrainer):
     """PromptSRC trainer: the four losses; after each epoch the prompts join their Gaussian-weighted average,
     which replaces them after the last epoch (so the final checkpoint and test use it)."""
 
@@ -167,13 +197,10 @@ class PromptSRC(DeepPromptTrainer):
                 f"TRAINER.PROMPTSRC.KL_REDUCTION is {c.KL_REDUCTION!r}; valid: {', '.join(KL_REDUCTIONS)}"
             )
 
-    def build_net(self, clip_model, classnames: Sequence[str]) -> PromptSRCNet:
-        c = self.method_cfg
-        weights = gaussian_epoch_weights(self.cfg.OPTIM.MAX_EPOCH, c.GPA_MEAN, c.GPA_STD)
-        learner, class_prompts = build_independent_prompts(
-            clip_model, c, "TRAINER.PROMPTSRC", classnames, learner_cls=AggregatedPrompts, epoch_weights=weights
-        )
-        return PromptSRCNet(clip_model, learner, class_prompts, classnames, c)
+    def build_model(self) -> None:
+        clip_model = self.load_backbone()
+        self.model = PromptSRCNet.from_config(self.cfg, clip_model, self.dm.dataset.classnames).to(self.device)
+        self.register_learner(self.model.prompt_learner)
 
     def after_epoch(self) -> None:
         learner = self.model.prompt_learner

@@ -16,5 +16,5 @@ def dataset_template(dataset) -> str:
             f'`template = "a photo of a {{}}."` (see docs/PORTING.md), or set the trainer\'s TEMPLATE key'
         )
     if "{}" not in template:
-        raise ValueError(f"{name}.template {template!r} has no '{{}}' for the class name")
+        raise ConfigError(f"{name}.template {template!r} has no '{{}}' for the class name")
     return template

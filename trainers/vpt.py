@@ -14,11 +14,11 @@ import clip
 from dassl.config import ConfigError, register_cfg_extension
 from dassl.engine import TRAINER_REGISTRY
 
+from .base import PromptTrainer
 from .class_prompts import ClassPrompts, zeroshot_text_features
 from .deep_prompts import (
     PROMPT_INIT_STD,
     DeepPromptNet,
-    DeepPromptTrainer,
     IndependentPrompts,
     check_depth,
     check_prompts_fit,
@@ -57,27 +57,25 @@ class VisionPromptsOnly(nn.Module):
 
 
 class VPTNet(DeepPromptNet):
-    """Prompted image features against fixed class text features of a hand-written template."""
+    """Prompted image features against fixed class text features of a hand-written template, or, with a learned
+    text context (``class_prompts`` given instead), against CoOp-style class prompts."""
 
-    def __init__(self, clip_model, learner: VisionPromptsOnly, classnames: Sequence[str], template: str):
-        super().__init__(clip_model, learner, class_prompts=None)
-        self.register_buffer("fixed_text", zeroshot_text_features(clip_model, classnames, template), persistent=False)
+    def __init__(
+        self,
+        clip_model,
+        learner: nn.Module,
+        class_prompts: ClassPrompts | None = None,
+        fixed_text: Tensor | None = None,
+    ):
+        if (class_prompts is None) == (fixed_text is None):
+            raise ValueError("VPTNet takes class prompts (a learned text context) or fixed text features, one of them")
+        super().__init__(clip_model, learner, class_prompts)
+        self.register_buffer("fixed_text", fixed_text, persistent=False)
 
-    def text_features(self) -> Tensor:
-        return self.fixed_text
-
-    def step_work(self, batch_size: int) -> dict:
-        return {**super().step_work(batch_size), "instances": 0}  # the class text features are fixed
-
-
-@TRAINER_REGISTRY.register()
-class VPT(DeepPromptTrainer):
-    """VPT trainer: cross-entropy; only the image tower runs with autograd (unless the text context learns)."""
-
-    CFG_NODE = "VPT"
-
-    def build_net(self, clip_model, classnames: Sequence[str]) -> DeepPromptNet:
-        c = self.method_cfg
+    @classmethod
+    def from_config(cls, cfg: CN, clip_model, classnames: Sequence[str], template: str | None) -> VPTNet:
+        """``template``: the hand-written prompt of the fixed text (unused, may be None, with N_CTX_TEXT > 0)."""
+        c = cfg.TRAINER.VPT
         check_vision_backbone(clip_model, "TRAINER.VPT.PROMPT_DEPTH_VISION", c.PROMPT_DEPTH_VISION)
         check_depth(c.PROMPT_DEPTH_VISION, clip_model.vision_layers, "TRAINER.VPT.PROMPT_DEPTH_VISION", "image")
         if c.N_CTX_VISION < 1:
@@ -87,10 +85,32 @@ class VPT(DeepPromptTrainer):
                                        "TRAINER.VPT.CTX_INIT")
             check_prompts_fit(prefix, classnames, clip_model.context_length, f"TRAINER.VPT.N_CTX_TEXT {c.N_CTX_TEXT}")
             learner = IndependentPrompts(ctx, 1, c.PROMPT_DEPTH_VISION, c.N_CTX_VISION, clip_model.vision_width)
-            prompts = ClassPrompts(clip_model, classnames, ctx.shape[0], placeholder=prefix)
-            return DeepPromptNet(clip_model, learner, prompts)
-        template = self.template()
+            return cls(clip_model, learner, class_prompts=ClassPrompts(clip_model, classnames, ctx.shape[0],
+                                                                       placeholder=prefix))
+        if template is None:
+            raise ValueError("VPTNet.from_config needs the hand-written template when TRAINER.VPT.N_CTX_TEXT is 0")
         logger.info("VPT text: the hand-written template %r", template)
         learner = VisionPromptsOnly(c.PROMPT_DEPTH_VISION, c.N_CTX_VISION, clip_model.vision_width)
-        with self.autocast():
-            return VPTNet(clip_model, learner, classnames, template)
+        return cls(clip_model, learner, fixed_text=zeroshot_text_features(clip_model, classnames, template))
+
+    def text_features(self) -> Tensor:
+        return super().text_features() if self.fixed_text is None else self.fixed_text
+
+    def step_work(self, batch_size: int) -> dict:
+        work = super().step_work(batch_size)
+        return work if self.fixed_text is None else {**work, "instances": 0}  # the class text features are fixed
+
+
+@TRAINER_REGISTRY.register()
+class VPT(PromptTrainer):
+    """VPT trainer: cross-entropy; only the image tower runs with autograd (unless the text context learns)."""
+
+    CFG_NODE = "VPT"
+
+    def build_model(self) -> None:
+        clip_model = self.load_backbone()
+        template = None if self.method_cfg.N_CTX_TEXT > 0 else self.template()
+        classnames = self.dm.dataset.classnames
+        with self.autocast():  # fixed class text features are computed once, in the run's precision
+            self.model = VPTNet.from_config(self.cfg, clip_model, classnames, template).to(self.device)
+        self.register_learner(self.model.prompt_learner)

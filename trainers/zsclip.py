@@ -36,6 +36,11 @@ class ZeroshotClassifier(PromptModel):
         self.clip = clip_model
         self.register_buffer("text_features", zeroshot_text_features(clip_model, classnames, template), persistent=False)
 
+    @classmethod
+    def from_config(cls, cfg: CN, clip_model, classnames: Sequence[str], template: str) -> ZeroshotClassifier:
+        """The same entry point as every method's model; only the template (already resolved) shapes it."""
+        return cls(clip_model, classnames, template)
+
     @torch.no_grad()
     def logits(self, images: Tensor) -> Tensor:
         features = F.normalize(self.clip.encode_image(images).float(), dim=-1)
@@ -53,5 +58,6 @@ class ZeroshotCLIP(PromptTrainer):
         clip_model = self.load_backbone()
         template = self.template()
         logger.info("Zero-shot prompt template: %r", template)
-        with self.autocast():
-            self.model = ZeroshotClassifier(clip_model, self.dm.dataset.classnames, template)
+        classnames = self.dm.dataset.classnames
+        with self.autocast():  # the class text features are computed once, in the run's precision
+            self.model = ZeroshotClassifier.from_config(self.cfg, clip_model, classnames, template).to(self.device)

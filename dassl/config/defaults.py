@@ -7,7 +7,14 @@ from collections.abc import Callable, Sequence
 
 from yacs.config import CfgNode as CN
 
-__all__ = ["get_cfg_default", "register_cfg_extension", "run_local_keys", "clean_cfg", "default_num_workers"]
+__all__ = [
+    "get_cfg_default",
+    "register_cfg_extension",
+    "run_local_keys",
+    "extension_checks",
+    "clean_cfg",
+    "default_num_workers",
+]
 
 MAX_DEFAULT_WORKERS = 8  # the CoOp family's setting, enough to feed one GPU
 MIN_CORES_FOR_WORKERS = 4  # below this, DataLoader workers only compete with the step's threads
@@ -157,9 +164,6 @@ _C.TRAIN.SKIP_NONFINITE = False
 _C.TRAIN.MAX_CONSECUTIVE_SKIPS = 5
 # Resume a folder that holds checkpoints but no config.yaml (upstream Dassl writes none) unchecked.
 _C.TRAIN.RESUME_UNCHECKED = False
-# GiB that a step of an image-conditioned method (CoCoOp, GOPro) may use; None = no limit. When set, the
-# text tower runs its (image, class) prompts in checkpointed chunks sized to fit; same losses and gradients.
-_C.TRAIN.MEMORY_BUDGET_GB = None
 
 ###########################
 # Test
@@ -181,28 +185,45 @@ _C.TRAINER.NAME = ""
 _EXTENSIONS: list[Callable[[CN], None]] = []
 # Per extension (module, qualname): config keys it declares run-local (see ``run_local_keys``).
 _RUN_LOCAL: dict[tuple[str, str], tuple[str, ...]] = {}
+# Per extension (module, qualname): the check of the values of the keys it adds (see ``extension_checks``).
+_CHECKS: dict[tuple[str, str], Callable[[CN], None]] = {}
 
 
-def register_cfg_extension(fn: Callable[[CN], None] | None = None, *, run_local_keys: Sequence[str] = ()):
+def register_cfg_extension(
+    fn: Callable[[CN], None] | None = None,
+    *,
+    run_local_keys: Sequence[str] = (),
+    check: Callable[[CN], None] | None = None,
+):
     """Decorator: ``fn(cfg)`` adds a package's defaults; every ``get_cfg_default()`` applies it.
 
     ``run_local_keys`` names the keys it adds that never change what is learned (memory/speed trade-offs,
-    evaluation chunking), so changing them does not block a resume. Use bare (``@register_cfg_extension``)
-    or with keys (``@register_cfg_extension(run_local_keys=("TRAINER.X.EVAL_CHUNK",))``).
+    evaluation chunking), so changing them does not block a resume. ``check(cfg)`` validates the values of
+    keys every run reads whatever its trainer (a method's own keys are checked by its trainer's ``check_cfg``);
+    ``dassl.config.validate.check_engine_config`` runs it with the engine's checks. Use bare
+    (``@register_cfg_extension``) or with keywords (``@register_cfg_extension(run_local_keys=("TRAINER.X.EVAL_CHUNK",))``).
     Re-registering a function with the same module and name (e.g. a re-imported module) replaces it.
     """
     if fn is None:
-        return functools.partial(register_cfg_extension, run_local_keys=run_local_keys)
+        return functools.partial(register_cfg_extension, run_local_keys=run_local_keys, check=check)
     key = (fn.__module__, fn.__qualname__)
     _EXTENSIONS[:] = [f for f in _EXTENSIONS if (f.__module__, f.__qualname__) != key]
     _EXTENSIONS.append(fn)
     _RUN_LOCAL[key] = tuple(run_local_keys)
+    _CHECKS.pop(key, None)
+    if check is not None:
+        _CHECKS[key] = check
     return fn
 
 
 def run_local_keys() -> tuple[str, ...]:
     """Every key (or key prefix) the registered extensions declared run-local, in registration order."""
     return tuple(k for keys in _RUN_LOCAL.values() for k in keys)
+
+
+def extension_checks() -> tuple[Callable[[CN], None], ...]:
+    """The value checks the registered extensions gave with their keys, in registration order."""
+    return tuple(_CHECKS.values())
 
 
 def get_cfg_default() -> CN:

@@ -21,6 +21,7 @@ from tqdm import tqdm
 from yacs.config import CfgNode
 
 from dassl.config import get_cfg_default
+from dassl.config.validate import check_engine_config
 from dassl.data import DataManager
 from dassl.data.data_manager import bad_image_count, reset_bad_image_count
 from dassl.evaluation import build_evaluator
@@ -328,6 +329,7 @@ class SimpleTrainer(TrainerBase):
 
     def __init__(self, cfg):
         super().__init__()
+        check_engine_config(cfg)
         self.check_cfg(cfg)
         self.device = self._select_device(cfg)
         self.start_epoch = self.epoch = 0

@@ -92,7 +92,7 @@ def _single_step_size(stepsize, max_epoch: int) -> int:
     if isinstance(stepsize, (list, tuple)):
         stepsize = stepsize[-1]
     if not isinstance(stepsize, int):
-        raise TypeError(f"OPTIM.STEPSIZE for single_step must be an int (or a list ending in one), got {stepsize!r}")
+        raise ConfigError(f"OPTIM.STEPSIZE is {stepsize!r}; valid for single_step: an int (or a list ending in one)")
     return max_epoch if stepsize <= 0 else stepsize
 
 
@@ -110,7 +110,7 @@ def build_lr_scheduler(optimizer: torch.optim.Optimizer, optim_cfg) -> LRSchedul
         scheduler = StepLR(optimizer, step_size=_single_step_size(optim_cfg.STEPSIZE, max_epoch), gamma=optim_cfg.GAMMA)
     elif name == "multi_step":
         if not isinstance(optim_cfg.STEPSIZE, (list, tuple)):
-            raise TypeError(f"OPTIM.STEPSIZE for multi_step must be a list of epochs, got {optim_cfg.STEPSIZE!r}")
+            raise ConfigError(f"OPTIM.STEPSIZE is {optim_cfg.STEPSIZE!r}; valid for multi_step: a list of epochs")
         scheduler = MultiStepLR(optimizer, milestones=list(optim_cfg.STEPSIZE), gamma=optim_cfg.GAMMA)
     else:
         scheduler = CosineAnnealingLR(optimizer, T_max=float(max_epoch))

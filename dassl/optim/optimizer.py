@@ -21,12 +21,12 @@ def _staged_param_groups(model: nn.Module, new_layers, lr: float, base_lr_mult: 
     if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
         model = model.module
     if not new_layers:
-        raise ValueError("OPTIM.STAGED_LR is set but OPTIM.NEW_LAYERS is empty")
+        raise ConfigError("OPTIM.STAGED_LR is set but OPTIM.NEW_LAYERS is empty; name the model's new children there")
     new_layers = [new_layers] if isinstance(new_layers, str) else list(new_layers)
     children = [name for name, _ in model.named_children()]
     unknown = [name for name in new_layers if name not in children]
     if unknown:
-        raise ValueError(f"OPTIM.NEW_LAYERS names {unknown}, which are not children of the model; children: {children}")
+        raise ConfigError(f"OPTIM.NEW_LAYERS names {unknown}, which are not children of the model; valid: {children}")
     new_params, base_params = [], []
     for name, module in model.named_children():
         (new_params if name in new_layers else base_params).extend(module.parameters())
