@@ -75,7 +75,10 @@ def check_resumable_config(cfg) -> None:
 
 
 class RunStateMixin:
-    """The run state of a ``SimpleTrainer``: saving ``OUTPUT_DIR/last.pth.tar`` and resuming from it."""
+    """The run state of a ``SimpleTrainer``: saving ``OUTPUT_DIR/last.pth.tar`` and resuming from it.
+
+    Mixed into ``SimpleTrainer``; reads its config, output folder, registered models, grad scaler and results.
+    """
 
     _resume_point = None  # (epoch, steps done, epoch-start RNG, RNG) for a mid-epoch resume
     _epoch_start_rng = None  # the RNG state before this epoch's loader drew its order

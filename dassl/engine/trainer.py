@@ -33,6 +33,7 @@ from dassl.utils import (
     tolist_if_not,
 )
 
+from . import evaluate
 from .build import trainer_config_node
 from .distributed import (
     all_reduce_gradients,
@@ -42,7 +43,6 @@ from .distributed import (
     is_main_process,
     select_device,
 )
-from .evaluate import check_final_model, latest_saved_epoch, load_saved_weights
 from .interrupt import StopRequest
 from .precision import autocast_context, build_grad_scaler, requested_precision, resolve_precision
 from .resume import RunStateMixin, check_resumable_config
@@ -125,11 +125,11 @@ class TrainerBase:
 
     def load_model(self, directory: str, epoch: int | None = None) -> None:
         """Load model-best (or the file of ``epoch``) of every registered model from ``directory``."""
-        load_saved_weights(self, directory, epoch)
+        evaluate.load_saved_weights(self, directory, epoch)
 
     def latest_saved_epoch(self, directory: str) -> int | None:
         """The epoch of the file named in ``directory/<name>/checkpoint`` (None for model-best)."""
-        return latest_saved_epoch(self, directory)
+        return evaluate.latest_saved_epoch(self, directory)
 
     def set_model_mode(self, mode: str = "train", names=None) -> None:
         for name in self.get_model_names(names):
@@ -262,7 +262,7 @@ class SimpleTrainer(RunStateMixin, TrainerBase):
             broadcast_module(model)  # every rank starts from rank 0's weights
         self.evaluator = build_evaluator(cfg, lab2cname=self.lab2cname)
         self.best_result = -np.inf
-        check_final_model(cfg, has_val=self.val_loader is not None)
+        evaluate.check_final_model(cfg, has_val=self.val_loader is not None)
         self._stop = StopRequest()
         self._engine_stepped = False  # True once the named-loss path ran this epoch
         self.nonfinite_skipped = 0
