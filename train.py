@@ -9,7 +9,6 @@ resume) is printed in one or two lines; --debug (or GOPRO_DEBUG=1) shows its tra
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import os
 import os.path as osp
@@ -148,17 +147,9 @@ def given_keys(args: argparse.Namespace) -> list[str]:
     return keys + list((args.opts or [])[0::2])
 
 
-def trainer_config_node(trainer_name: str) -> str:
-    """The ``cfg.TRAINER.<node>`` a registered trainer reads (its PREC included): its ``CFG_NODE``, else its
-    name upper-cased, as the engine resolves it."""
-    from dassl.engine import TRAINER_REGISTRY
-
-    return getattr(TRAINER_REGISTRY.get(trainer_name), "CFG_NODE", "") or trainer_name.upper()
-
-
 def foreign_trainer_keys(args: argparse.Namespace, trainer_name: str) -> tuple[str, list[str]]:
     """(this trainer's TRAINER node, the given ``TRAINER.<X>.*`` keys of other trainers, which it never reads)."""
-    from dassl.engine import TRAINER_REGISTRY
+    from dassl.engine import TRAINER_REGISTRY, trainer_config_node
 
     if trainer_name not in TRAINER_REGISTRY:
         return "", []
@@ -169,120 +160,20 @@ def foreign_trainer_keys(args: argparse.Namespace, trainer_name: str) -> tuple[s
     return node, foreign
 
 
-def trained_config(model_dir: str):
-    """The config.yaml of the run that wrote ``model_dir`` (None when it has none)."""
-    from yacs.config import CfgNode
-
-    path = osp.join(model_dir, "config.yaml")
-    if not osp.isfile(path):
-        return None
-    with open(path) as f:
-        return CfgNode.load_cfg(f)
-
-
-def trained_final_model(model_dir: str, default: str) -> str:
-    """TEST.FINAL_MODEL of the run that wrote ``model_dir`` (its config.yaml), else ``default``."""
-    cfg = trained_config(model_dir)
-    return default if cfg is None else cfg.get("TEST", {}).get("FINAL_MODEL", default)
-
-
-def warn_if_unfinished(trainer, model_dir: str, loaded: str) -> None:
-    """Say loudly when ``model_dir``'s training never reached its last epoch: its accuracy is not the run's."""
-    cfg = trained_config(model_dir)
-    names = trainer.get_model_names()
-    if cfg is None or not names:
-        return
-    max_epoch = cfg.get("OPTIM", {}).get("MAX_EPOCH")
-    if max_epoch is None or osp.isfile(osp.join(model_dir, names[0], f"model.pth.tar-{max_epoch}")):
-        return
-    logger.warning(
-        f'WARNING: "{model_dir}" holds an unfinished run (no model.pth.tar-{max_epoch}; its OPTIM.MAX_EPOCH is '
-        f"{max_epoch}): evaluating {loaded}, so this accuracy is not that of the trained model. Finish the "
-        "training first (run its command again: it resumes)."
-    )
-
-
-def evaluate_saved_model(trainer, model_dir: str, load_epoch: int | None) -> float:
-    """Load the requested checkpoint from ``model_dir`` and test it; never trains.
-
-    Without ``load_epoch`` it loads the model the training run deployed: model-best for a best_val run,
-    else the latest checkpoint, so base and new accuracies always come from the same model.
-    """
-    from dassl.config import ConfigError
-
-    if load_epoch is not None and not model_dir:
-        raise ConfigError("--load-epoch needs --model-dir (the training run's output folder)")
-    if not model_dir and trainer.has_learned_modules():
-        logger.warning(
-            f"WARNING: --eval-only without --model-dir: {type(trainer).__name__} learns its prompt, and this "
-            "evaluates the untrained one (its initialisation). Pass --model-dir <training output folder>."
-        )
-    if model_dir and load_epoch is None:
-        latest = trainer.latest_saved_epoch(model_dir)  # also checks that the folder holds a checkpoint
-        best_val = trained_final_model(model_dir, trainer.cfg.TEST.FINAL_MODEL) == "best_val"
-        load_epoch = None if best_val else latest
-        loaded = "model-best.pth.tar" if load_epoch is None else f"model.pth.tar-{load_epoch}"
-        warn_if_unfinished(trainer, model_dir, loaded)
-    trainer.load_model(model_dir, epoch=load_epoch)
-    return trainer.test()
-
-
-def run_locked(args: argparse.Namespace, cfg) -> None:
-    """Everything that writes into OUTPUT_DIR; the caller holds the folder's lock (rank 0)."""
-    from dassl.engine import build_trainer
-    from dassl.engine.distributed import is_main_process
-    from dassl.engine.run_state import ConfigMismatchError, DataMismatchError, holds_checkpoints
-    from dassl.engine.trainer import check_resumable_config
-    from dassl.utils import (
-        atomic_write_text,
-        collect_env_info,
-        give_log_back_to_earlier_attempt,
-        remove_stale_temp_files,
-        set_random_seed,
-        setup_logger,
-    )
-
-    stale = remove_stale_temp_files(cfg.OUTPUT_DIR) if is_main_process() else []
-    if cfg.SEED >= 0:
-        set_random_seed(cfg.SEED)
-    setup_logger(cfg.OUTPUT_DIR)
-    if cfg.SEED >= 0:
-        logger.info(f"Setting fixed seed: {cfg.SEED}")
-    logger.info("Arguments:\n" + "\n".join(f"{k}: {v}" for k, v in sorted(vars(args).items())))
-    logger.info("Config:\n" + cfg.dump())
-    logger.info("Environment:\n" + collect_env_info())
-    if stale:
-        logger.info(f"Removed {len(stale)} temporary file(s) of interrupted writes: {', '.join(stale)}")
-    node, foreign = foreign_trainer_keys(args, cfg.TRAINER.NAME)
-    if foreign:
-        verb = "belongs" if len(foreign) == 1 else "belong"
-        logger.warning(
-            f"WARNING: {', '.join(foreign)} {verb} to another trainer; {cfg.TRAINER.NAME} reads "
-            f"TRAINER.{node}.* only, so the value has no effect"
-        )
-    # Training writes config.yaml itself once it knows whether it resumes (the record of a folder's
-    # checkpoints is never replaced); an evaluation writes it here unless the folder holds a run.
-    if args.eval_only and is_main_process() and not holds_checkpoints(cfg.OUTPUT_DIR):
-        atomic_write_text(osp.join(cfg.OUTPUT_DIR, "config.yaml"), cfg.dump())
-
-    try:
-        if not args.eval_only and not args.no_train:
-            check_resumable_config(cfg)  # before the data: building it may regenerate a shared tree
-        trainer = build_trainer(cfg)
-        if args.eval_only:
-            evaluate_saved_model(trainer, args.model_dir, args.load_epoch)
-        elif not args.no_train:
-            trainer.train()
-    except (ConfigMismatchError, DataMismatchError) as err:
-        # A refused resume changed nothing: log.txt stays the log of the run the folder holds.
-        refused = give_log_back_to_earlier_attempt()
-        if refused:
-            err.add_note(f'(this attempt\'s log: "{refused}")')
-        raise
+def foreign_key_warnings(args: argparse.Namespace, trainer_name: str) -> list[str]:
+    """A warning naming the given ``TRAINER.<X>.*`` keys that this trainer never reads (none when there are none)."""
+    node, foreign = foreign_trainer_keys(args, trainer_name)
+    if not foreign:
+        return []
+    verb = "belongs" if len(foreign) == 1 else "belong"
+    return [
+        f"WARNING: {', '.join(foreign)} {verb} to another trainer; {trainer_name} reads "
+        f"TRAINER.{node}.* only, so the value has no effect"
+    ]
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Parse, lock OUTPUT_DIR, train or evaluate. Errors propagate (``cli`` turns user errors into one line)."""
+    """Parse, then hand the run to the engine. Errors propagate (``cli`` turns user errors into one line)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv:
         build_parser().print_usage(sys.stderr)
@@ -290,19 +181,9 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(2)
     args = parse_args(argv)
     cfg = setup_cfg(args)
+    from dassl.engine.launch import run
 
-    import torch.distributed as dist
-
-    from dassl.engine.distributed import init_distributed_from_env, is_main_process
-    from dassl.utils import FolderLock
-
-    init_distributed_from_env(bool(cfg.USE_CUDA))
-    try:
-        with FolderLock(cfg.OUTPUT_DIR) if is_main_process() else contextlib.nullcontext():
-            run_locked(args, cfg)
-    finally:
-        if dist.is_available() and dist.is_initialized():
-            dist.destroy_process_group()
+    run(args, cfg, foreign_key_warnings(args, cfg.TRAINER.NAME))
 
 
 # The packages' user-error bases (module, class): dassl's, and clip's for weights that cannot be loaded

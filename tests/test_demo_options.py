@@ -68,9 +68,9 @@ def test_prec_sets_the_key_the_engine_reads_for_every_trainer(tmp_path):
 
 
 def test_prec_refuses_a_trainer_without_a_prec_key(monkeypatch):
-    import train
+    import dassl.engine
 
-    monkeypatch.setattr(train, "trainer_config_node", lambda name: "NO_SUCH_NODE")
+    monkeypatch.setattr(dassl.engine, "trainer_config_node", lambda name: "NO_SUCH_NODE")
     with pytest.raises(SystemExit, match=r"^demo: --prec: CoOp has no TRAINER.NO_SUCH_NODE.PREC key"):
         demo.precision_keys(("CoOp",))
 

@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 
 import clip
-from trainers.checkpoints import load_learned_state
+from dassl.engine.evaluate import load_saved_weights
+from trainers.base import PromptTrainer
 from trainers.class_prompts import ClassPrompts, init_context
 from trainers.gopro import GOProNet, GOProPromptLearner
 
@@ -170,7 +171,9 @@ def test_two_runs_with_the_same_seed_give_the_same_weights(vit):
 
 
 class FakeTrainer:
-    """What load_learned_state needs from a trainer: registered model names and modules."""
+    """What load_saved_weights needs from a trainer: registered model names and modules, the class-set buffers."""
+
+    CLASS_SET_KEYS = PromptTrainer.CLASS_SET_KEYS
 
     def __init__(self, learner):
         self._models = {"prompt_learner": learner}
@@ -192,7 +195,7 @@ def test_checkpoint_round_trips_across_class_sets_and_is_small(vit, tiny_clip_pa
 
     new_classes = ["tree", "boat", "red fox"]
     fresh = make_net(vit, classnames=new_classes, seed=5)
-    load_learned_state(FakeTrainer(fresh.prompt_learner), str(tmp_path), epoch=1)
+    load_saved_weights(FakeTrainer(fresh.prompt_learner), str(tmp_path), epoch=1)
     for k, v in trained.prompt_learner.state_dict().items():
         assert torch.equal(fresh.prompt_learner.state_dict()[k], v), k
     fresh.prompt_learner.eval()
@@ -206,7 +209,7 @@ def test_loading_names_the_missing_learned_keys(vit, tmp_path):
     del state["rho.0.weight"]
     save_checkpoint({"state_dict": state, "epoch": 1}, str(tmp_path / "prompt_learner"), model_name="model.pth.tar-1")
     with pytest.raises((KeyError, RuntimeError), match=r"rho\.0\.weight"):
-        load_learned_state(FakeTrainer(make_net(vit).prompt_learner), str(tmp_path), epoch=1)
+        load_saved_weights(FakeTrainer(make_net(vit).prompt_learner), str(tmp_path), epoch=1)
 
 
 @pytest.mark.parametrize("backbone", ["vit", "resnet"])

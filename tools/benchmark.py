@@ -348,13 +348,14 @@ def serving_backbone(backbone) -> Iterator[None]:
 def build_cfg(args: argparse.Namespace, trainer_name: str, data_root: str, output_dir: str, image_size: int):
     """Defaults + the trainer's ViT-B/16 config + the benchmark's dataset, sizes, device and precision."""
     from dassl.config import get_cfg_default, merge_from_file_checked, merge_from_list_checked
+    from dassl.engine import trainer_config_node
 
     cfg = get_cfg_default()
     config_file = args.config_file or str(REPO / "configs" / "trainers" / trainer_name / "vit_b16.yaml")
     if args.config_file or osp.isfile(config_file):  # a trainer without a ViT-B/16 config runs on the defaults
         merge_from_file_checked(cfg, config_file)
     cfg.TRAINER.NAME = trainer_name
-    node = registered_trainers()[trainer_name].CFG_NODE or trainer_name.upper()  # the engine's rule
+    node = trainer_config_node(trainer_name, registered_trainers()[trainer_name])
     if node in cfg.TRAINER and "PREC" in cfg.TRAINER[node]:
         cfg.TRAINER[node].PREC = args.precision
     cfg.TRAIN.MEMORY_BUDGET_GB = args.memory_budget_gb

@@ -57,7 +57,7 @@ PRECISIONS = ("fp32", "bf16", "auto")  # --prec: TRAINER.<node>.PREC of every tr
 DEFAULT_PRECISION = "fp32"  # the world configs' and the README's
 # Imported once by the fork server that starts each train.py / run_config.py process (tools/warm_python.py):
 # about 5 s of CPU per process otherwise, most of a demo run's cost.
-WARM_MODULES = ("torch", "torchvision", "open_clip", "datasets", "trainers", "train")
+WARM_MODULES = ("torch", "torchvision", "open_clip", "datasets", "trainers", "dassl.engine.launch")
 
 
 @dataclass(frozen=True)
@@ -180,7 +180,7 @@ def precision_keys(trainers: tuple[str, ...]) -> dict[str, str]:
     A trainer whose node has no PREC key would not take ``--prec``, so the demo refuses to start.
     """
     from dassl.config import get_cfg_default
-    from train import trainer_config_node
+    from dassl.engine import trainer_config_node
 
     defaults = get_cfg_default()  # every registered trainer's keys (available_trainers imported them)
     keys = {}

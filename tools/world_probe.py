@@ -58,14 +58,19 @@ def world_datasets() -> dict[str, str]:
 
 
 def build_cfg(dataset: str, root: str, seed: int, subsample: str, output: str, clip_path: str, opts: list[str]):
-    import train
+    """The config train.py builds for CoOp's world run on ``dataset``: defaults <- files <- flags <- KEY VALUE."""
+    import datasets  # noqa: F401  (registers every dataset loader and its config keys)
+    import trainers  # noqa: F401  (registers every trainer and its config keys)
+    from dassl.config import get_cfg_default, merge_from_file_checked, merge_from_list_checked
 
-    argv = ["--root", root, "--seed", str(seed), "--trainer", "CoOp", "--output-dir", output,
-            "--dataset-config-file", osp.join(REPO, "configs", "datasets", f"{dataset}.yaml"),
-            "--config-file", osp.join(REPO, "configs", "trainers", "CoOp", "world.yaml"),
-            "MODEL.BACKBONE.NAME", clip_path, "DATASET.SUBSAMPLE_CLASSES", subsample, "DATASET.NUM_SHOTS", "16",
-            *opts]
-    return train.setup_cfg(train.build_parser().parse_args(argv))
+    cfg = get_cfg_default()
+    merge_from_file_checked(cfg, osp.join(REPO, "configs", "datasets", f"{dataset}.yaml"))
+    merge_from_file_checked(cfg, osp.join(REPO, "configs", "trainers", "CoOp", "world.yaml"))
+    cfg.DATASET.ROOT, cfg.OUTPUT_DIR, cfg.SEED, cfg.TRAINER.NAME = root, output, seed, "CoOp"
+    merge_from_list_checked(cfg, ["MODEL.BACKBONE.NAME", clip_path, "DATASET.SUBSAMPLE_CLASSES", subsample,
+                                  "DATASET.NUM_SHOTS", "16", *opts])
+    cfg.freeze()
+    return cfg
 
 
 @torch.no_grad()
@@ -111,8 +116,7 @@ def quiet_engine():
 
 def coop(dataset: str, root: str, seed: int, workdir: str, clip_path: str, opts: list[str]) -> tuple[float, float]:
     """CoOp trained on the base classes' 16 shots, tested on base and (loading the same prompt) on new."""
-    import train
-    from dassl.engine import build_trainer
+    from dassl.engine import build_trainer, evaluate_saved_model
 
     out = osp.join(workdir, f"{dataset}_seed{seed}")
     with quiet_engine():
@@ -121,7 +125,7 @@ def coop(dataset: str, root: str, seed: int, workdir: str, clip_path: str, opts:
         trainer.train()
         base = float(trainer.test())
         new_trainer = build_trainer(build_cfg(dataset, root, seed, "new", out + "_new", clip_path, opts))
-        new = float(train.evaluate_saved_model(new_trainer, out, None))
+        new = float(evaluate_saved_model(new_trainer, out, None))
     return base, new
 
 

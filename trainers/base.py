@@ -16,7 +16,6 @@ from dassl.optim import build_lr_scheduler, build_optimizer
 from dassl.utils import ConfigError
 
 from .backbone_loading import load_clip
-from .checkpoints import load_learned_state
 from .checks import check_input_size
 from .templates import dataset_template
 
@@ -67,7 +66,7 @@ class PromptTrainer(TrainerX):
     ``build_model``) and build ``self.model``, a ``PromptModel``.
     """
 
-    EVAL_ONLY = False  # True: nothing is learned (zero-shot); run it with --eval-only
+    CLASS_SET_KEYS = ("token_prefix", "token_suffix")  # class-name token buffers, rebuilt for each class set
 
     @property
     def method_cfg(self):
@@ -105,6 +104,3 @@ class PromptTrainer(TrainerX):
 
     def inference(self, images: Tensor) -> Tensor:
         return self.model.logits(images)
-
-    def load_model(self, directory: str, epoch: int | None = None) -> None:
-        load_learned_state(self, directory, epoch)

@@ -5,7 +5,7 @@ import logging
 
 from dassl.utils import Registry, check_availability
 
-__all__ = ["TRAINER_REGISTRY", "build_trainer"]
+__all__ = ["TRAINER_REGISTRY", "build_trainer", "trainer_config_node"]
 
 logger = logging.getLogger(__name__)
 
@@ -23,3 +23,13 @@ def build_trainer(cfg):
     if cfg.VERBOSE:
         logger.info(f"Loading trainer: {name}")
     return TRAINER_REGISTRY.get(name)(cfg)
+
+
+def trainer_config_node(trainer_name: str, trainer_cls: type | None = None) -> str:
+    """The ``cfg.TRAINER.<node>`` a trainer reads (its PREC included): its ``CFG_NODE``, else its name upper-cased.
+
+    ``trainer_cls`` defaults to the class registered as ``trainer_name``.
+    """
+    if trainer_cls is None:
+        trainer_cls = TRAINER_REGISTRY.get(trainer_name)
+    return getattr(trainer_cls, "CFG_NODE", "") or trainer_name.upper()

@@ -39,6 +39,16 @@ class StopRequest:
     def signal_name(self) -> str:
         return signal.Signals(self.signum).name if self.signum is not None else ""
 
+    def interrupted(self, where: str, saved_to: str) -> TrainingInterrupted:
+        """The error to raise once the state is saved at ``saved_to`` (logged here as a warning)."""
+        name = self.signal_name or "a signal on another rank"
+        message = (
+            f"Training stopped by {name} {where}; the state is saved in \"{saved_to}\". "
+            "Run the same command again to resume."
+        )
+        logger.warning(message)
+        return TrainingInterrupted(self.signum or 2, message)
+
     def install(self) -> None:
         """Catch the signals (only possible from the main thread; elsewhere, do nothing)."""
         if threading.current_thread() is not threading.main_thread() or self._previous:

@@ -3,11 +3,11 @@
 Additions over upstream (docs/INTERNALS.md): named-loss trainers (``forward_train``), an
 ``inference`` hook, precision handling, torch.distributed, a rolling ``last`` checkpoint with
 exact resume (refused when the config or the data changed), graceful SIGINT/SIGTERM, and a
-non-finite loss check that names epoch and step.
+non-finite loss check that names epoch and step. The run state and its resume live in ``resume.py``
+(``RunStateMixin``), the choice and loading of a saved model in ``evaluate.py``.
 """
 from __future__ import annotations
 
-import contextlib
 import datetime
 import logging
 import os.path as osp
@@ -18,9 +18,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 from tqdm import tqdm
-from yacs.config import CfgNode
 
-from dassl.config import get_cfg_default
 from dassl.config.validate import check_engine_config
 from dassl.data import DataManager
 from dassl.data.data_manager import bad_image_count, reset_bad_image_count
@@ -28,18 +26,16 @@ from dassl.evaluation import build_evaluator
 from dassl.utils import (
     AverageMeter,
     ConfigError,
-    DiskFullError,
     MetricMeter,
     NonFiniteError,
-    atomic_torch_save,
-    atomic_write_text,
-    load_checkpoint,
     mkdir_if_missing,
     resume_from_checkpoint,
     save_checkpoint,
     tolist_if_not,
 )
 
+from . import evaluate
+from .build import trainer_config_node
 from .distributed import (
     all_reduce_gradients,
     any_across_ranks,
@@ -48,28 +44,14 @@ from .distributed import (
     is_main_process,
     select_device,
 )
-from .interrupt import StopRequest, TrainingInterrupted
+from .interrupt import StopRequest
 from .precision import autocast_context, build_grad_scaler, requested_precision, resolve_precision
-from .run_state import (
-    CONFIG_RECORD,
-    ConfigMismatchError,
-    capture_rng_state,
-    check_same_config,
-    check_same_data,
-    config_fingerprint,
-    data_fingerprint,
-    holds_checkpoints,
-    last_checkpoint_path,
-    loader_samplers,
-    restore_rng_state,
-)
+from .resume import RunStateMixin, check_resumable_config
+from .run_state import last_checkpoint_path
 
 __all__ = ["TrainerBase", "SimpleTrainer", "TrainerX", "check_resumable_config"]
 
 logger = logging.getLogger(__name__)
-
-FINAL_MODEL_CHOICES = ("last_step", "best_val")
-
 
 def _progress_disabled() -> bool | None:
     """tqdm's ``disable``: no bar off rank 0, nor (None) when stderr is not a terminal, so a log file
@@ -77,47 +59,12 @@ def _progress_disabled() -> bool | None:
     return None if is_main_process() else True
 
 
-def _default_flat() -> dict:
-    """The default config as flat keys: the value a key had in a run recorded before the key existed."""
-    return config_fingerprint(get_cfg_default())[1]
-
-
-def check_config_record(directory: str, cfg, warn_unchecked: bool = True) -> None:
-    """Refuse to resume ``directory`` unless its config.yaml matches ``cfg`` in the keys that shape learning."""
-    record = osp.join(directory, CONFIG_RECORD)
-    if not osp.isfile(record):
-        if cfg.TRAIN.get("RESUME_UNCHECKED", False):
-            if warn_unchecked:
-                logger.warning(f'Resuming "{directory}" without a config check: it has no {CONFIG_RECORD} '
-                               "(TRAIN.RESUME_UNCHECKED True)")
-            return
-        raise ConfigMismatchError(
-            f'Refusing to resume: "{directory}" holds checkpoints but no {CONFIG_RECORD} to check this '
-            "config against (a folder written by upstream Dassl?). Set TRAIN.RESUME_UNCHECKED True to "
-            "resume it anyway, or use another --output-dir."
-        )
-    try:
-        with open(record) as f:
-            saved = CfgNode.load_cfg(f)
-    except Exception as err:  # noqa: BLE001 - any unreadable record means "cannot check"
-        raise ConfigMismatchError(f'Refusing to resume: cannot read "{record}" ({err})') from err
-    check_same_config(config_fingerprint(saved)[1], config_fingerprint(cfg)[1], record, _default_flat())
-
-
-def check_resumable_config(cfg) -> None:
-    """Refuse a training run that would resume a folder made with another config, before any data is built.
-
-    Building the data may regenerate a shared tree (``DATASET.WORLD.*``), so a refused run must stop first.
-    It checks what ``SimpleTrainer.resume_run_if_exist`` checks first: ``RESUME`` (else ``OUTPUT_DIR``)
-    against its config.yaml when it holds checkpoints; the data fingerprint is checked there, with the data.
-    """
-    directory = cfg.RESUME or cfg.OUTPUT_DIR
-    if holds_checkpoints(directory):
-        check_config_record(directory, cfg, warn_unchecked=False)  # the resume itself warns
-
-
 class TrainerBase:
     """Registered models/optimizers/schedulers, checkpoints and the epoch loop."""
+
+    EVAL_ONLY = False  # True: nothing is learned (zero-shot); run it with --eval-only
+    # Buffers rebuilt for the current class set (e.g. class-name token embeddings): never loaded from a checkpoint.
+    CLASS_SET_KEYS: tuple[str, ...] = ()
 
     def __init__(self):
         self._models = OrderedDict()
@@ -178,38 +125,12 @@ class TrainerBase:
         return start_epoch
 
     def load_model(self, directory: str, epoch: int | None = None) -> None:
-        if not directory:
-            logger.info("Note that load_model() is skipped as no pretrained model is given")
-            return
-        model_file = "model-best.pth.tar" if epoch is None else f"model.pth.tar-{epoch}"
-        for name in self.get_model_names():
-            model_path = osp.join(directory, name, model_file)
-            if not osp.exists(model_path):
-                raise FileNotFoundError(f'Model not found at "{model_path}"')
-            checkpoint = load_checkpoint(model_path)
-            val_result = checkpoint.get("val_result")
-            shown = f", val_result={val_result:.1f}" if val_result is not None else ""
-            logger.info(f'Load "{model_path}" to {name} (epoch={checkpoint["epoch"]}{shown})')
-            self._models[name].load_state_dict(checkpoint["state_dict"])
+        """Load model-best (or the file of ``epoch``) of every registered model from ``directory``."""
+        evaluate.load_saved_weights(self, directory, epoch)
 
     def latest_saved_epoch(self, directory: str) -> int | None:
-        """The epoch of the file named in ``directory/<name>/checkpoint`` (None for model-best).
-
-        Raises FileNotFoundError naming the expected path when the folder holds no checkpoint.
-        """
-        names = self.get_model_names()
-        if not names:
-            return None
-        pointer = osp.join(directory, names[0], "checkpoint")
-        if not osp.isfile(pointer):
-            raise FileNotFoundError(
-                f'No checkpoint in "{directory}": expected "{pointer}" (written by training). '
-                "Check --model-dir, or pass --load-epoch."
-            )
-        with open(pointer) as f:
-            fname = f.readline().strip()
-        prefix = "model.pth.tar-"
-        return int(fname[len(prefix) :]) if fname.startswith(prefix) else None
+        """The epoch of the file named in ``directory/<name>/checkpoint`` (None for model-best)."""
+        return evaluate.latest_saved_epoch(self, directory)
 
     def set_model_mode(self, mode: str = "train", names=None) -> None:
         for name in self.get_model_names(names):
@@ -321,7 +242,7 @@ class TrainerBase:
         self.model_update(names)
 
 
-class SimpleTrainer(TrainerBase):
+class SimpleTrainer(RunStateMixin, TrainerBase):
     """Data, model, evaluator, auto-resume, checkpoints and evaluation for one labelled dataset."""
 
     # The trainer's config node, cfg.TRAINER.<CFG_NODE> (its PREC sets the precision); "" = TRAINER.NAME upper-cased.
@@ -343,15 +264,12 @@ class SimpleTrainer(TrainerBase):
             broadcast_module(model)  # every rank starts from rank 0's weights
         self.evaluator = build_evaluator(cfg, lab2cname=self.lab2cname)
         self.best_result = -np.inf
-        self._check_final_model()
+        evaluate.check_final_model(cfg, has_val=self.val_loader is not None)
         self._stop = StopRequest()
-        self._resume_point = None  # (epoch, steps done, epoch-start RNG, RNG) for a mid-epoch resume
-        self._epoch_start_rng = None
         self._engine_stepped = False  # True once the named-loss path ran this epoch
         self.nonfinite_skipped = 0
         self._consecutive_skips = 0  # steps in a row skipped for a non-finite loss
         self._epoch_skips = 0
-        self._saved_epochs = None  # epochs done in the last run state saved (or resumed from)
 
     @staticmethod
     def _select_device(cfg) -> torch.device:
@@ -383,7 +301,7 @@ class SimpleTrainer(TrainerBase):
 
     def _setup_precision(self, cfg) -> None:
         """Resolve the trainer's PREC once, before anything is built: ``self.precision`` and the grad scaler."""
-        node = type(self).CFG_NODE or cfg.TRAINER.NAME.upper()
+        node = trainer_config_node(cfg.TRAINER.NAME, type(self))
         self.precision_requested, key = requested_precision(cfg, node)
         if key:
             self.precision = resolve_precision(self.precision_requested, self.device)
@@ -395,17 +313,6 @@ class SimpleTrainer(TrainerBase):
     def autocast(self):
         """Autocast matching ``self.precision`` (a null context for fp32)."""
         return autocast_context(self.precision, self.device)
-
-    def _check_final_model(self) -> None:
-        final_model = self.cfg.TEST.FINAL_MODEL
-        if final_model not in FINAL_MODEL_CHOICES:
-            raise ConfigError(f'TEST.FINAL_MODEL is "{final_model}"; choose one of {list(FINAL_MODEL_CHOICES)}')
-        if final_model == "best_val" and not self.cfg.TEST.NO_TEST and self.val_loader is None:
-            raise ConfigError(
-                f'TEST.FINAL_MODEL "best_val" selects the model on the validation split, but dataset '
-                f'"{self.cfg.DATASET.NAME}" has none; use TEST.FINAL_MODEL "last_step" '
-                "(the test split is never used for model selection)"
-            )
 
     # ----- lifecycle -----
 
@@ -461,125 +368,13 @@ class SimpleTrainer(TrainerBase):
         logger.info(f"Elapsed: {datetime.timedelta(seconds=elapsed)}")
         self.close_writer()
 
-    # ----- the rolling `last` checkpoint -----
-
-    @contextlib.contextmanager
-    def _explain_disk_full(self):
-        """Add to a full-disk error which checkpoint survived and how to go on."""
-        try:
-            yield
-        except DiskFullError as err:
-            last = last_checkpoint_path(self.output_dir)
-            if self._saved_epochs is not None and osp.isfile(last):
-                kept = f'the previous checkpoint "{last}" ({self._saved_epochs} epoch(s) done) is intact'
-            else:
-                kept = "no earlier checkpoint of this run exists"
-            raise DiskFullError(f"{err}; {kept}. Free some space and run the same command again.") from err
-
-    def current_data_fingerprint(self) -> dict | None:
-        """Class names and split sizes of the data this trainer was built on (None without a DataManager)."""
-        dataset = getattr(getattr(self, "dm", None), "dataset", None)
-        if dataset is None:
-            return None
-        classnames = [name for _, name in sorted(self.lab2cname.items())]
-        sizes = {split: len(getattr(dataset, split, None) or []) for split in ("train_x", "train_u", "val", "test")}
-        return data_fingerprint(classnames, sizes)
-
-    def _samplers(self) -> list:
-        return loader_samplers(self.train_loader_x) if self.train_loader_x is not None else []
-
-    def save_run_state(self, epochs_done: int, steps_done: int = 0) -> None:
-        """Write ``OUTPUT_DIR/last.pth.tar`` (rank 0, atomically).
-
-        ``epochs_done`` epochs are complete, plus ``steps_done`` steps of the next one.
-        """
-        if not is_main_process():
-            return
-        config_hash, config_flat = config_fingerprint(self.cfg)
-        state = {
-            "epoch": epochs_done,
-            "steps_done": steps_done,
-            "models": {
-                name: {
-                    "state_dict": self._models[name].state_dict(),
-                    "optimizer": self._optims[name].state_dict() if self._optims[name] is not None else None,
-                    "scheduler": self._scheds[name].state_dict() if self._scheds[name] is not None else None,
-                }
-                for name in self.get_model_names()
-            },
-            "best_result": self.best_result,
-            "nonfinite_skipped": self.nonfinite_skipped,
-            "grad_scaler": self.grad_scaler.state_dict() if self.grad_scaler is not None else None,
-            "rng": capture_rng_state(self._samplers()),
-            "epoch_start_rng": self._epoch_start_rng if steps_done else None,
-            "config_hash": config_hash,
-            "config": config_flat,
-            "data": self.current_data_fingerprint(),
-        }
-        atomic_torch_save(state, last_checkpoint_path(self.output_dir))
-        self._saved_epochs = epochs_done
-
-    def resume_run_if_exist(self, directory: str) -> int:
-        """Resume from ``directory/last.pth.tar`` if present, else Dassl's per-model checkpoints.
-
-        Anything resumed is first checked against ``directory/config.yaml``; a fresh start writes
-        ``OUTPUT_DIR/config.yaml``, the record later resumes are checked against.
-        """
-        if not holds_checkpoints(directory):
-            self._write_config_record()
-            return 0
-        check_config_record(directory, self.cfg)
-        if not holds_checkpoints(self.output_dir):  # resuming another folder's run (RESUME) into a new one
-            self._write_config_record()
-        path = last_checkpoint_path(directory)
-        if not osp.isfile(path):
-            return self.resume_model_if_exist(directory)
-        state = load_checkpoint(path)
-        if state.get("config") is not None:
-            check_same_config(state["config"], config_fingerprint(self.cfg)[1], path, _default_flat())
-        check_same_data(state.get("data"), self.current_data_fingerprint(), path)
-        names = self.get_model_names()
-        if sorted(state["models"]) != sorted(names):
-            raise KeyError(f'"{path}" holds models {sorted(state["models"])}, but this trainer registers {names}')
-        for name in names:
-            saved = state["models"][name]
-            self._models[name].load_state_dict(saved["state_dict"])
-            if self._optims[name] is not None and saved["optimizer"] is not None:
-                self._optims[name].load_state_dict(saved["optimizer"])
-            if self._scheds[name] is not None and saved["scheduler"] is not None:
-                self._scheds[name].load_state_dict(saved["scheduler"])
-        if self.grad_scaler is not None and state.get("grad_scaler"):
-            self.grad_scaler.load_state_dict(state["grad_scaler"])
-        self.best_result = state["best_result"]
-        self.nonfinite_skipped = state.get("nonfinite_skipped", 0)
-        epoch, steps = state["epoch"], state["steps_done"]
-        self._saved_epochs = epoch
-        if steps:
-            self._resume_point = (epoch, steps, state["epoch_start_rng"], state["rng"])
-            logger.info(f'Resuming from "{path}": epoch {epoch + 1}, after step {steps}')
-        else:
-            restore_rng_state(state["rng"], self._samplers())
-            logger.info(f'Resuming from "{path}": {epoch} epoch(s) done')
-        return epoch
-
-    def _write_config_record(self) -> None:
-        if is_main_process():
-            atomic_write_text(osp.join(self.output_dir, CONFIG_RECORD), self.cfg.dump())
-
     # ----- stop requests and non-finite losses -----
 
     def _stop_requested(self) -> bool:
         return any_across_ranks(self._stop.requested, self.device)
 
     def _raise_interrupted(self, where: str):
-        path = last_checkpoint_path(self.output_dir)
-        name = self._stop.signal_name or "a signal on another rank"
-        message = (
-            f"Training stopped by {name} {where}; the state is saved in \"{path}\". "
-            "Run the same command again to resume."
-        )
-        logger.warning(message)
-        raise TrainingInterrupted(self._stop.signum or 2, message)
+        raise self._stop.interrupted(where, last_checkpoint_path(self.output_dir))
 
     # ----- evaluation -----
 
@@ -701,10 +496,6 @@ class SimpleTrainer(TrainerBase):
             "Set TRAIN.SKIP_NONFINITE True to skip such steps instead."
         )
 
-    def _checkpoint_note(self) -> str:
-        last = last_checkpoint_path(self.output_dir)
-        return f'the last good checkpoint "{last}" is untouched' if osp.isfile(last) else "no checkpoint was written"
-
     def _check_epoch_not_all_skipped(self, steps_run: int) -> None:
         """An epoch whose every step was skipped learned nothing: stop before it is saved or tested."""
         if steps_run and self._epoch_skips == steps_run:
@@ -731,13 +522,7 @@ class TrainerX(SimpleTrainer):
             if hasattr(sampler, "set_epoch"):
                 sampler.set_epoch(self.epoch)
 
-        skip, resume_rng = 0, None
-        if self._resume_point is not None and self._resume_point[0] == self.epoch:
-            _, skip, epoch_start_rng, resume_rng = self._resume_point
-            restore_rng_state(epoch_start_rng, self._samplers())
-        self._resume_point = None
-        # Taken before the loader draws its order, so a mid-epoch resume can replay that order.
-        self._epoch_start_rng = capture_rng_state(self._samplers())
+        skip, resume_rng = self._start_epoch_rng()
 
         progress = tqdm(
             total=self.num_batches,
@@ -750,7 +535,7 @@ class TrainerX(SimpleTrainer):
         for self.batch_idx, batch in enumerate(self.train_loader_x):  # noqa: B020  (Dassl exposes self.batch_idx)
             if self.batch_idx < skip:  # already trained on before the interruption
                 if self.batch_idx == skip - 1:
-                    restore_rng_state(resume_rng, self._samplers())
+                    self._restore_rng(resume_rng)
                 end = time.time()
                 continue
             data_time.update(time.time() - end)
