@@ -61,7 +61,6 @@ RUN_LOCAL_KEYS = (
     "TRAIN.SKIP_NONFINITE",
     "TRAIN.MAX_CONSECUTIVE_SKIPS",
     "TRAIN.RESUME_UNCHECKED",
-    "TRAIN.MEMORY_BUDGET_GB",
     "TEST",
 )
 # Under TEST, these change what a run saves and deploys (model-best or not), so they do block a resume.
