@@ -160,3 +160,16 @@ def test_a_runs_config_yaml_is_the_fully_merged_config(tmp_path) -> None:
         "sgd", 0.02, 1, "cosine"
     )  # fmt: skip
     assert set(flatten(get_cfg_default())) <= set(flatten(saved))  # the whole config, defaults included
+
+
+@pytest.mark.parametrize("setting", ["world", "tiny"])
+def test_each_methods_world_and_tiny_config_holds_only_its_trainer_keys(setting: str) -> None:
+    """The shared data/schedule block lives once, in configs/trainers/_base_/<setting>.yaml."""
+    paths = sorted((REPO / "configs" / "trainers").glob(f"[!_]*/{setting}.yaml"))
+    assert len(paths) >= 9, paths  # every shipped method has both
+    copied = {}
+    for path in paths:
+        own = yaml.safe_load(path.read_text())
+        if own.get("_BASE_") != f"../_base_/{setting}.yaml" or set(own) != {"_BASE_", "TRAINER"}:
+            copied[path.parent.name] = sorted(own)
+    assert not copied, f"{setting}.yaml files that do not just add TRAINER keys to the shared block: {copied}"
