@@ -135,15 +135,12 @@ def setup_cfg(args: argparse.Namespace):
 
 def given_keys(args: argparse.Namespace) -> list[str]:
     """The config keys the user set: in the config files and the KEY VALUE pairs."""
-    from yacs.config import CfgNode
-
-    from dassl.config import all_keys
+    from dassl.config import all_keys, load_config_file
 
     keys = []
     for path in (args.dataset_config_file, args.config_file):
         if path:
-            with open(path) as f:
-                keys += all_keys(CfgNode.load_cfg(f))
+            keys += all_keys(load_config_file(path))
     return keys + list((args.opts or [])[0::2])
 
 

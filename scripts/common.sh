@@ -63,7 +63,7 @@ available_datasets() {
 available_trainer_configs() {
     local file names=()
     for file in "$REPO"/configs/trainers/*/*.yaml; do
-        [[ -e "$file" ]] || continue
+        [[ -e "$file" && "$file" != */_base_/* ]] || continue  # _base_: blocks other configs inherit
         names+=("$(basename "$(dirname "$file")")/$(basename "$file" .yaml)")
     done
     echo "${names[*]:-}"

@@ -32,11 +32,11 @@ def vit(tiny_clip_path):
 
 def method_cfg(trainer: str):
     import trainers  # noqa: F401  (registers the config extensions)
-    from dassl.config import get_cfg_default
+    from dassl.config import get_cfg_default, merge_from_file_checked
     from tests.test_trainers import tiny_config
 
     cfg = get_cfg_default()
-    cfg.merge_from_file(tiny_config(trainer))
+    merge_from_file_checked(cfg, tiny_config(trainer))
     return cfg
 
 

@@ -29,10 +29,10 @@ def vit(tiny_clip_path):
 
 def tiny_cfg(method="GOPro"):
     import trainers  # noqa: F401  (registers the config extensions)
-    from dassl.config import get_cfg_default
+    from dassl.config import get_cfg_default, merge_from_file_checked
 
     cfg = get_cfg_default()
-    cfg.merge_from_file(os.path.join(REPO, "configs", "trainers", method, "tiny.yaml"))
+    merge_from_file_checked(cfg, os.path.join(REPO, "configs", "trainers", method, "tiny.yaml"))
     return cfg
 
 

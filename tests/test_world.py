@@ -279,11 +279,11 @@ def test_shipped_checkpoint_names_what_it_sees(task: str, floor: float) -> None:
     assert accuracy >= floor, f"{task}: zero-shot {accuracy:.1f}% < floor {floor}% (chance {100 / len(TASKS[task].classes):.1f}%)"
 
 
-@pytest.mark.parametrize("trainer", sorted(p.parent.name for p in (REPO / "configs" / "trainers").glob("*/world.yaml")))
+@pytest.mark.parametrize("trainer", sorted(p.parent.name for p in (REPO / "configs" / "trainers").glob("[!_]*/world.yaml")))
 def test_world_configs_never_flip_training_images(trainer: str) -> None:
     """A mirrored digit is not a digit: a flip would give world_digits wrong labels."""
-    import yaml
+    from dassl.config import load_config_file
 
-    config = yaml.safe_load((REPO / "configs" / "trainers" / trainer / "world.yaml").read_text())
+    config = load_config_file(str(REPO / "configs" / "trainers" / trainer / "world.yaml"))
     assert "random_flip" not in config["INPUT"]["TRANSFORMS"]
     assert config["MODEL"]["BACKBONE"]["NAME"] == "assets/world_clip_vit.pt"

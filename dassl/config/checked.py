@@ -1,6 +1,7 @@
 """yacs merges whose errors name the key, the source and what would be valid, in one line."""
 from __future__ import annotations
 
+import os.path as osp
 import re
 from ast import literal_eval
 
@@ -9,7 +10,16 @@ from yacs.config import CfgNode as CN
 from dassl.utils.errors import ConfigError
 from dassl.utils.tools import get_most_similar_str_to_a_from_b
 
-__all__ = ["ConfigError", "merge_from_file_checked", "merge_from_list_checked", "all_keys"]
+__all__ = [
+    "BASE_KEY",
+    "ConfigError",
+    "all_keys",
+    "load_config_file",
+    "merge_from_file_checked",
+    "merge_from_list_checked",
+]
+
+BASE_KEY = "_BASE_"  # a YAML file's parent config, merged first (detectron2's convention)
 
 _UNKNOWN_KEY = re.compile(r"Non-existent (?:config )?key: (\S+)")
 _TYPE_MISMATCH = re.compile(
@@ -84,25 +94,93 @@ def _float_override(cfg: CN, key: str, value):
     return repr(float(decoded)) if _is_int(decoded) else value
 
 
-def merge_from_file_checked(cfg: CN, path: str) -> None:
-    """``cfg.merge_from_file(path)`` with a one-line error naming the key and the file."""
+def _read_one_file(path: str, named_by: str | None) -> CN:
+    """The keys written in the YAML file at ``path`` itself (``_BASE_`` still in them)."""
+    where = f' (the {BASE_KEY} of "{named_by}")' if named_by else ""
     try:
         with open(path) as f:
-            loaded = cfg.load_cfg(f)
-        _floats_from_ints(loaded, cfg)
-        cfg.merge_from_other_cfg(loaded)
+            loaded = CN.load_cfg(f)
     except FileNotFoundError as err:
-        raise ConfigError(f'Config file not found: "{path}"') from err
+        raise ConfigError(f'Config file not found: "{path}"{where}') from err
     except OSError as err:  # a folder, no permission
-        raise ConfigError(f'Cannot read config file "{path}": {err}') from err
+        raise ConfigError(f'Cannot read config file "{path}"{where}: {err}') from err
     except (KeyError, AssertionError, ValueError) as err:
-        raise _explain(err, cfg, f'in file "{path}"') from err
+        raise ConfigError(f'Invalid config file "{path}"{where}: {err}') from err
     except (AttributeError, TypeError) as err:  # valid YAML that is not a mapping of keys
         raise ConfigError(f'Config file "{path}" must be a mapping of KEY: value entries ({err})') from err
     except Exception as err:  # YAML syntax errors and the like
         if type(err).__module__.startswith("yaml"):
             raise ConfigError(f'Cannot parse config file "{path}": {err}'.replace("\n", " ")) from err
         raise
+    return loaded
+
+
+def _overlay(base: CN, child: CN) -> None:
+    """Write ``child``'s keys over ``base``, in place: nodes merge key by key, any other value replaces."""
+    for key, value in child.items():
+        if isinstance(value, CN) and isinstance(base.get(key), CN):
+            _overlay(base[key], value)
+        else:
+            base[key] = value
+
+
+def _resolve(path: str, chain: tuple[str, ...]) -> tuple[CN, dict[str, str]]:
+    """(``path``'s keys over its ``_BASE_`` chain, the file each leaf key comes from); ``chain`` names the
+    files that inherit from ``path``, nearest last."""
+    seen = [osp.realpath(p) for p in chain]
+    if osp.realpath(path) in seen:
+        loop = [*chain[seen.index(osp.realpath(path)) :], path]
+        files = " -> ".join(f'"{p}"' for p in loop)
+        raise ConfigError(f"Config files inherit in a cycle ({BASE_KEY}): {files}")
+    loaded = _read_one_file(path, chain[-1] if chain else None)
+    base_name = loaded.pop(BASE_KEY, None)
+    origins = {key: path for key in all_keys(loaded)}
+    if base_name is None:
+        return loaded, origins
+    if not isinstance(base_name, str) or not base_name.strip():
+        raise ConfigError(
+            f'{BASE_KEY} in "{path}" must name one YAML file, by a path relative to that file; '
+            f"got {base_name!r}"
+        )
+    base_path = osp.normpath(osp.join(osp.dirname(path), osp.expanduser(base_name)))
+    base, base_origins = _resolve(base_path, (*chain, path))
+    _overlay(base, loaded)
+    return base, {**base_origins, **origins}
+
+
+def load_config_file(path: str) -> CN:
+    """The keys the YAML file at ``path`` sets, its ``_BASE_`` files merged under them first (no defaults)."""
+    return _resolve(path, ())[0]
+
+
+def _failed_key(err: Exception) -> str:
+    """The config key a yacs merge error names ("" if none)."""
+    text = str(err.args[0]) if err.args else str(err)
+    for pattern, group in ((_UNKNOWN_KEY, 1), (_TYPE_MISMATCH, 4)):
+        found = pattern.search(text)
+        if found:
+            return found.group(group)
+    return ""
+
+
+def _origin(key: str, origins: dict[str, str], fallback: str) -> str:
+    """The file that set ``key`` (for a node, the file of its first leaf); ``fallback`` if none did."""
+    if key in origins:
+        return origins[key]
+    return next((file for leaf, file in origins.items() if leaf.startswith(key + ".")), fallback)
+
+
+def merge_from_file_checked(cfg: CN, path: str) -> None:
+    """Merge the YAML file at ``path`` into ``cfg``, its ``_BASE_`` files first (a path relative to the file
+    naming it; chains allowed), with a one-line error naming the key and the file that set it."""
+    loaded, origins = _resolve(path, ())
+    _floats_from_ints(loaded, cfg)
+    try:
+        cfg.merge_from_other_cfg(loaded)
+    except (KeyError, AssertionError, ValueError) as err:
+        raise _explain(err, cfg, f'in file "{_origin(_failed_key(err), origins, path)}"') from err
+    except (AttributeError, TypeError) as err:  # a node where the schema holds a value, or the reverse
+        raise ConfigError(f'Config file "{path}" must be a mapping of KEY: value entries ({err})') from err
 
 
 def merge_from_list_checked(cfg: CN, opts: list) -> None:
