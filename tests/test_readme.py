@@ -86,7 +86,9 @@ def test_methods_table_lists_exactly_the_registered_trainers() -> None:
 
     listed = methods_table_trainers()
     assert len(listed) == len(set(listed)), f"a trainer is listed twice: {listed}"
-    assert sorted(listed) == sorted(TRAINER_REGISTRY.registered_names())
+    # Tests register trainers of their own in the same process: the shipped ones live in the trainers package.
+    shipped = [n for n in TRAINER_REGISTRY.registered_names() if TRAINER_REGISTRY.get(n).__module__.startswith("trainers.")]
+    assert sorted(listed) == sorted(shipped)
 
 
 @pytest.mark.parametrize("doc", DOCS, ids=lambda p: str(p.relative_to(REPO)))
