@@ -89,7 +89,7 @@ TASK is one of: $TASKS
                          cross-dataset source model when it was trained with the same arguments
   few-shot               train on all of DATASET's classes with each number of SHOTS (train.sh;
                          its final test, on all classes, is the result; test.sh has nothing to do)
-An evaluation-only trainer (its class sets EVAL_ONLY, e.g. ZeroshotCLIP) learns nothing: it is evaluated
+An evaluation-only trainer (its class sets EVAL_ONLY, as ZeroshotCLIP does) learns nothing: it is evaluated
 once per seed, under shots_0, whatever SHOTS is.
 
 DATASET is one of (configs/datasets/*.yaml):

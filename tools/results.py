@@ -70,8 +70,9 @@ DATASET_ORDER = [
 
 ZERO_SHOTS = "0"  # the shots folder of a trainer that learns nothing
 
-# Trainer names of this repo -> method names used in the reference file.
-REFERENCE_NAME_OF_TRAINER = {"ZeroshotCLIP": "CLIP"}
+# The reference file's row of CLIP without learned prompts: the published figure of any trainer that learns
+# nothing (its runs are under shots_0).
+ZERO_SHOT_REFERENCE = "CLIP"
 
 
 # ---------------------------------------------------------------------------- reading logs
@@ -497,8 +498,9 @@ def load_reference(path: Path | None) -> dict:
         raise SystemExit(f"error: reference file {path} is not valid JSON: {error}") from None
 
 
-def reference_method_for(trainer: str) -> str:
-    return REFERENCE_NAME_OF_TRAINER.get(trainer, trainer)
+def reference_method_for(table) -> str:
+    """The reference file's name of a table's method: the trainer's, or CLIP's for one that learns nothing."""
+    return ZERO_SHOT_REFERENCE if getattr(table, "shots", None) == ZERO_SHOTS else table.trainer
 
 
 def reference_protocols_for(protocol: str) -> list[str]:
@@ -522,7 +524,7 @@ def reference_methods(tables: list, reference: dict, requested: list[str] | None
     """The published methods to show: ``requested``, else those of the trainers found, and GOPro."""
     if requested is not None:
         return requested
-    wanted = [reference_method_for(t.trainer) for t in tables] + ["GOPro"]
+    wanted = [reference_method_for(t) for t in tables] + ["GOPro"]
     return list(dict.fromkeys(wanted))
 
 
@@ -841,7 +843,7 @@ def few_shot_comparison(tables: list[FewShotTable], reference: dict) -> list[str
 
 
 def base2new_markdown(table: Base2NewTable, reference: dict) -> list[str]:
-    method = reference_method_for(table.trainer)
+    method = reference_method_for(table)
     with_reference = method in reference.get(BASE2NEW, {})
     with_init = table.logs_at_init
     header = ["Dataset", "Base", "New", "HM", "Seeds (base, new)"] + (["Base at init"] if with_init else [])
@@ -875,7 +877,7 @@ def base2new_markdown(table: Base2NewTable, reference: dict) -> list[str]:
 
 
 def transfer_markdown(table: TransferTable, reference: dict) -> list[str]:
-    method = reference_method_for(table.trainer)
+    method = reference_method_for(table)
     targets = [r.dataset for r in table.rows if r.role == "target"]
     averaged = [r.dataset for r in table.rows if r.role == "target" and r.accuracy.mean is not None]
     published = published_transfer(reference, table.protocol, method, table.source, targets, averaged)
