@@ -109,7 +109,7 @@ Environment (defaults in brackets):
   OUTPUT    output root, relative to the current folder [output]
   TAG       name of the configuration's folder, instead of the automatic one (see Output) [none]
   NPROC     processes per run: N > 1 launches torchrun (python -m torch.distributed.run
-            --nproc_per_node N) instead of python [1]
+            --standalone --nproc_per_node N) instead of python [1]
   PYTHON    interpreter [\$REPO/.venv/bin/python if present, else python3]
   SOURCE    source dataset of cross-dataset / domain-generalization [imagenet]
   TARGETS   target datasets [cross-dataset: the 10 other benchmarks;
@@ -356,6 +356,8 @@ run_once() {
         echo "error: train.py finished but $run_dir/log.txt holds no '* accuracy:' line after '=> result'" >&2
         exit 1
     fi
-    # So that a rerun recognises this run from its arguments, without building the config again.
-    "$PYTHON" "$REPO/tools/run_config.py" record --source "$SOURCE_KEY" "$run_dir" "$@" "${OPTS_ARRAY[@]}"
+    # So that a rerun recognises this run from its arguments, without building the config again (without the
+    # record, a rerun compares the full config instead: slower, as exact).
+    "$PYTHON" "$REPO/tools/run_config.py" record --source "$SOURCE_KEY" "$run_dir" "$@" "${OPTS_ARRAY[@]}" \
+        || echo "warning: could not write $run_dir/config_request.json; a rerun will compare the full config" >&2
 }
