@@ -17,6 +17,9 @@ load_settings() {
     DATA="${DATA:-$REPO/data}"
     TRAINER="${TRAINER:-GOPro}"
     CFG="${CFG:-vit_b16}"
+    BACKBONE="${BACKBONE:-}"  # empty: the trainer config's MODEL.BACKBONE.NAME
+    TAG="${TAG:-}"  # empty: the folder is named after CFG and the settings given on top of it
+    NPROC="${NPROC:-1}"
     SEEDS="${SEEDS:-1 2 3}"
     SHOTS="${SHOTS:-}"  # its default depends on the task: see default_shots
     OUTPUT="${OUTPUT:-output}"
@@ -85,30 +88,42 @@ TASK is one of: $TASKS
   domain-generalization  as cross-dataset, with the ImageNet variants as TARGETS; reuses the
                          cross-dataset source model when it was trained with the same arguments
   few-shot               train on all of DATASET's classes with each number of SHOTS (train.sh;
-                         its final test, on all classes, is the result; test.sh has nothing to do).
-                         ZeroshotCLIP is evaluated once, under shots_0
+                         its final test, on all classes, is the result; test.sh has nothing to do)
+An evaluation-only trainer (its class sets EVAL_ONLY, as ZeroshotCLIP does) learns nothing: it is evaluated
+once per seed, under shots_0, whatever SHOTS is.
 
 DATASET is one of (configs/datasets/*.yaml):
   $(available_datasets)
 
 Environment (defaults in brackets):
-  DATA     data root [\$REPO/data]
-  TRAINER  trainer name [GOPro]          CFG  trainer config [vit_b16]
-           (available TRAINER/CFG: $(available_trainer_configs))
-  SEEDS    seeds [1 2 3]
-  SHOTS    shots per class [16]; few-shot: a list [$FEW_SHOT_SHOTS]
-  OUTPUT   output root, relative to the current folder [output]
-  OPTS     extra KEY VALUE overrides for train.py, e.g. OPTS="OPTIM.MAX_EPOCH 1";
-           quote a value holding spaces: OPTS="TRAINER.COOP.CTX_INIT 'a photo of a'"
-  PYTHON   interpreter [\$REPO/.venv/bin/python if present, else python3]
-  SOURCE   source dataset of cross-dataset / domain-generalization [imagenet]
-  TARGETS  target datasets [cross-dataset: the 10 other benchmarks;
-           domain-generalization: $DG_TARGETS]
+  DATA      data root [\$REPO/data]
+  TRAINER   trainer name [GOPro]
+  CFG       trainer config, configs/trainers/TRAINER/CFG.yaml [vit_b16]
+            (available TRAINER/CFG: $(available_trainer_configs))
+  BACKBONE  CLIP to start from, instead of the config's MODEL.BACKBONE.NAME: an OpenAI name
+            (ViT-B/16, RN50), an open_clip tag (ViT-B-16:laion2b_s34b_b88k) or a checkpoint path [the config's]
+  SEEDS     seeds [1 2 3]
+  SHOTS     shots per class [16]; few-shot: a list [$FEW_SHOT_SHOTS]
+  OPTS      extra KEY VALUE overrides for train.py, e.g. OPTS="OPTIM.MAX_EPOCH 1";
+            quote a value holding spaces: OPTS="TRAINER.COOP.CTX_INIT 'a photo of a'"
+  OUTPUT    output root, relative to the current folder [output]
+  TAG       name of the configuration's folder, instead of the automatic one (see Output) [none]
+  NPROC     processes per run: N > 1 launches torchrun (python -m torch.distributed.run
+            --standalone --nproc_per_node N) instead of python [1]
+  PYTHON    interpreter [\$REPO/.venv/bin/python if present, else python3]
+  SOURCE    source dataset of cross-dataset / domain-generalization [imagenet]
+  TARGETS   target datasets [cross-dataset: the 10 other benchmarks;
+            domain-generalization: $DG_TARGETS]
 
-Output: \$OUTPUT/TASK/TRAINER/CFG/DATASET/shots_SHOTS/seedS/{train_base,test_new,train_source,test_<target>,train_all}
+Output: \$OUTPUT/TASK/TRAINER/CONFIG/DATASET/shots_SHOTS/seedS/{train_base,test_new,train_source,test_<target>,train_all}
+CONFIG is TAG when given, else CFG followed by +<key><value> for each setting of BACKBONE and OPTS that
+CFG's file does not already set to that value, the key shortened to its last word, sorted: CFG=vit_b16
+OPTS="OPTIM.LR 0.01 TRAINER.COOP.N_CTX 8" writes to vit_b16+lr0.01+nctx8, so the points of a sweep
+share one OUTPUT and tools/results.py shows them side by side.
 A run folder whose log.txt holds a result is skipped when its config.yaml equals the config asked
-for (tools/run_config.py); a different one is refused, naming the keys. An interrupted run is run
-again and resumes.
+for (tools/run_config.py; a run recorded for the same arguments and code is recognised without
+rebuilding the config); a different one is refused, naming the keys. An interrupted run is run again
+and resumes.
 EOF
 }
 
@@ -171,6 +186,7 @@ validate_arguments() {
     if ! printf '%s' "$OPTS" | xargs printf '%s\0' >/dev/null 2>&1; then
         usage_error "$script" "$role" "OPTS has an unmatched quote: $OPTS"
     fi
+    [[ "$NPROC" =~ ^[1-9][0-9]*$ ]] || usage_error "$script" "$role" "NPROC is '$NPROC'; give a positive integer"
 }
 
 trainer_config_file() {
@@ -181,16 +197,53 @@ dataset_config_file() {
     echo "$REPO/configs/datasets/$1.yaml"
 }
 
-is_zero_shot() {
-    [[ "$TRAINER" == ZeroshotCLIP ]]
+# The facts of this call that Python knows, asked once (tools/run_config.py describe, which imports the
+# trainers only when its cache is stale): CONFIG_NAME, the configuration's folder; EVAL_ONLY, 1 when the
+# trainer class learns nothing; SOURCE_KEY, the fingerprint of the code, config files and backbone file
+# that the skip rule's shortcut compares. Call after parse_opts.
+describe_configuration() {
+    local script="$1" role="$2" facts line code=0
+    facts="$("$PYTHON" "$REPO/tools/run_config.py" describe --trainer "$TRAINER" --config-file "$(trainer_config_file)" \
+        --cfg "$CFG" --backbone "$BACKBONE" --tag "$TAG" "${OPTS_ARRAY[@]}")" || code=$?
+    if (( code != 0 )); then  # its "error: ..." line is on stderr already
+        { echo; print_usage "$script" "$role"; } >&2
+        exit "$EXIT_USAGE"
+    fi
+    CONFIG_NAME="" EVAL_ONLY="" SOURCE_KEY=""
+    while IFS= read -r line; do
+        case "$line" in
+            CONFIG_NAME=*) CONFIG_NAME="${line#CONFIG_NAME=}" ;;
+            EVAL_ONLY=*) EVAL_ONLY="${line#EVAL_ONLY=}" ;;
+            SOURCE_KEY=*) SOURCE_KEY="${line#SOURCE_KEY=}" ;;
+        esac
+    done <<<"$facts"
+    if [[ -z "$CONFIG_NAME" || -z "$EVAL_ONLY" || -z "$SOURCE_KEY" ]]; then
+        echo "error: tools/run_config.py describe printed no CONFIG_NAME, EVAL_ONLY and SOURCE_KEY: $facts" >&2
+        exit 1
+    fi
 }
 
-# $OUTPUT/<TASK>/<TRAINER>/<CFG>/<DATASET>/shots_<K>/seed<S>: one folder per seed, the
+is_eval_only() {
+    [[ "$EVAL_ONLY" == 1 ]]
+}
+
+# The shots folder of a run: an evaluation-only trainer sees no training image, so its runs are under
+# shots_0 whatever SHOTS is (and shared by every SHOTS).
+folder_shots() {
+    if is_eval_only; then
+        echo 0
+    else
+        echo "${1:-$SHOTS}"
+    fi
+}
+
+# $OUTPUT/<TASK>/<TRAINER>/<CONFIG_NAME>/<DATASET>/shots_<K>/seed<S>: one folder per seed, the
 # runs of that seed (train_base, test_new, train_source, test_<target>, train_all) inside it.
-# K is SHOTS unless given (few-shot loops over several).
+# K is SHOTS unless given (few-shot loops over several); 0 for an evaluation-only trainer.
 seed_dir() {
-    local task="$1" dataset="$2" seed="$3" shots="${4:-$SHOTS}"
-    echo "$OUTPUT/$task/$TRAINER/$CFG/$dataset/shots_$shots/seed$seed"
+    local task="$1" dataset="$2" seed="$3" shots
+    shots="$(folder_shots "${4:-}")"
+    echo "$OUTPUT/$task/$TRAINER/$CONFIG_NAME/$dataset/shots_$shots/seed$seed"
 }
 
 # The skip rule of upstream's parser: a result is a "* accuracy:" line after "=> result" -- of a
@@ -236,6 +289,9 @@ base_train_py_args() {
         --dataset-config-file "$(dataset_config_file "$dataset")"
         --config-file "$(trainer_config_file)"
     )
+    if [[ -n "$BACKBONE" ]]; then
+        TRAIN_PY_ARGS+=(--backbone "$BACKBONE")
+    fi
 }
 
 # The train.py arguments (OPTS excluded) of the run that train.sh makes for TASK: base2new
@@ -244,7 +300,7 @@ base_train_py_args() {
 training_run_args() {
     local task="$1" dataset="$2" seed="$3" shots="${4:-$SHOTS}"
     base_train_py_args "$dataset" "$seed"
-    if is_zero_shot; then
+    if is_eval_only; then
         TRAIN_PY_ARGS+=(--eval-only)
     else
         TRAIN_PY_ARGS+=(DATASET.NUM_SHOTS "$shots")
@@ -266,7 +322,16 @@ run_matches() {
     fi
     local run_dir="$1"
     shift
-    "$PYTHON" "$REPO/tools/run_config.py" "${mode[@]}" "$run_dir" "$@" "${OPTS_ARRAY[@]}"
+    "$PYTHON" "$REPO/tools/run_config.py" check "${mode[@]}" --source "$SOURCE_KEY" "$run_dir" "$@" "${OPTS_ARRAY[@]}"
+}
+
+# train.py, or NPROC processes of it under torchrun (one machine; --standalone picks a free port).
+launch_train_py() {
+    if (( NPROC > 1 )); then
+        "$PYTHON" -m torch.distributed.run --standalone --nproc_per_node "$NPROC" "$REPO/train.py" "$@"
+    else
+        "$PYTHON" "$REPO/train.py" "$@"
+    fi
 }
 
 # Run train.py into run_dir unless a result made with the same config is there already; a
@@ -281,14 +346,18 @@ run_once() {
             echo "skip: $run_dir already holds a result of this config"
             return 0
         fi
-        echo "error: $run_dir holds a result of another config (above); use another OUTPUT, or delete that folder to run again" >&2
+        echo "error: $run_dir holds a result of another config (above); use another TAG or OUTPUT, or delete that folder to run again" >&2
         exit 1
     fi
     set_aside_stale_log "$run_dir"
     echo "run:  $run_dir"
-    "$PYTHON" "$REPO/train.py" --output-dir "$run_dir" "$@" "${OPTS_ARRAY[@]}"
+    launch_train_py --output-dir "$run_dir" "$@" "${OPTS_ARRAY[@]}"
     if ! has_result "$run_dir"; then
         echo "error: train.py finished but $run_dir/log.txt holds no '* accuracy:' line after '=> result'" >&2
         exit 1
     fi
+    # So that a rerun recognises this run from its arguments, without building the config again (without the
+    # record, a rerun compares the full config instead: slower, as exact).
+    "$PYTHON" "$REPO/tools/run_config.py" record --source "$SOURCE_KEY" "$run_dir" "$@" "${OPTS_ARRAY[@]}" \
+        || echo "warning: could not write $run_dir/config_request.json; a rerun will compare the full config" >&2
 }

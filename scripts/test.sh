@@ -8,23 +8,23 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$REPO/scripts/common.sh"
 
 readonly SCRIPT_NAME="test.sh"
-readonly SCRIPT_ROLE="Evaluates, for each seed in SEEDS, the model that 'bash scripts/train.sh' trained (ZeroshotCLIP: CLIP itself)."
+readonly SCRIPT_ROLE="Evaluates, for each seed in SEEDS, the model that 'bash scripts/train.sh' trained (an evaluation-only trainer such as ZeroshotCLIP: CLIP itself)."
 
 # Trained trainers need their training run, finished and made with the config asked for now;
-# ZeroshotCLIP has nothing to load. The training run's train.py arguments are in TRAIN_PY_ARGS.
+# an evaluation-only trainer has nothing to load. The training run's train.py arguments are in TRAIN_PY_ARGS.
 # Sets MODEL_ARGS to the train.py flags that pick the model.
 select_model() {
     local model_dir="$1" train_command="$2"
     MODEL_ARGS=(--eval-only)
-    if is_zero_shot; then
+    if is_eval_only; then
         return 0
     fi
     if ! has_result "$model_dir"; then
-        echo "error: no finished training run at $model_dir; run '$train_command' first (same TRAINER, CFG, SHOTS, SEEDS, OUTPUT, OPTS)" >&2
+        echo "error: no finished training run at $model_dir; run '$train_command' first (same TRAINER, CFG, BACKBONE, SHOTS, SEEDS, OUTPUT, TAG, OPTS)" >&2
         exit 1
     fi
     if ! run_matches --model "$model_dir" "${TRAIN_PY_ARGS[@]}"; then
-        echo "error: the training run at $model_dir is not the one asked for (above); run '$train_command' with the same TRAINER, CFG, SHOTS, OPTS, or another OUTPUT" >&2
+        echo "error: the training run at $model_dir is not the one asked for (above); run '$train_command' with the same TRAINER, CFG, BACKBONE, SHOTS, OPTS, or another OUTPUT or TAG" >&2
         exit 1
     fi
     # No --load-epoch: the engine loads the latest checkpoint, whatever MAX_EPOCH was.
@@ -82,6 +82,7 @@ main() {
     targets="$(targets_to_evaluate "$task" "$dataset")"
     validate_arguments "$SCRIPT_NAME" "$SCRIPT_ROLE" "$dataset" "$task" "$targets"
     parse_opts
+    describe_configuration "$SCRIPT_NAME" "$SCRIPT_ROLE"
     if [[ "$task" == base2new ]]; then
         test_base2new "$dataset"
     elif [[ "$task" == few-shot ]]; then

@@ -8,7 +8,7 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$REPO/scripts/common.sh"
 
 readonly SCRIPT_NAME="train.sh"
-readonly SCRIPT_ROLE="Trains TRAINER on DATASET for each seed in SEEDS (ZeroshotCLIP: evaluates it, as it learns nothing)."
+readonly SCRIPT_ROLE="Trains TRAINER on DATASET for each seed in SEEDS (an evaluation-only trainer such as ZeroshotCLIP: evaluates it, as it learns nothing)."
 # The run's train.py arguments without --output-dir, one per line: two runs with equal
 # records trained the same model.
 readonly ARGS_RECORD="train_args.txt"
@@ -23,10 +23,10 @@ train_base2new() {
 }
 
 # few-shot: training on all classes at each number of SHOTS; the final test, on all classes, is
-# the result. ZeroshotCLIP sees no training image, so it is evaluated once, as 0 shots.
+# the result. An evaluation-only trainer sees no training image, so it is evaluated once, as 0 shots.
 train_few_shot() {
     local dataset="$1" shots_list="$SHOTS" shots seed
-    if is_zero_shot; then
+    if is_eval_only; then
         shots_list=0
     fi
     for shots in $shots_list; do
@@ -59,7 +59,7 @@ reuse_sibling_source_run() {
     [[ "$(cat "$sibling_run/$ARGS_RECORD")" == "$wanted_record" ]] || return 1
     mkdir -p "$(dirname "$run_dir")"
     # From seed<S>/ up six levels reaches $OUTPUT.
-    ln -s "../../../../../../$sibling/$TRAINER/$CFG/$SOURCE/shots_$SHOTS/seed$seed/train_source" "$run_dir"
+    ln -s "../../../../../../$sibling/$TRAINER/$CONFIG_NAME/$SOURCE/shots_$(folder_shots)/seed$seed/train_source" "$run_dir"
     echo "reuse: $run_dir -> $sibling_run (same train.py arguments)"
 }
 
@@ -96,6 +96,7 @@ main() {
     # Training needs no target, so TARGETS is checked by test.sh only.
     validate_arguments "$SCRIPT_NAME" "$SCRIPT_ROLE" "$dataset" "$task" ""
     parse_opts
+    describe_configuration "$SCRIPT_NAME" "$SCRIPT_ROLE"
     if [[ "$task" == base2new ]]; then
         train_base2new "$dataset"
     elif is_word_in "$task" "$TRANSFER_TASKS"; then

@@ -1,10 +1,14 @@
 """The demo's plan (trainers, protocols, schedules) and its closing summary, without training anything."""
-import json
+import contextlib
+import io
 import sys
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+
+from tests.test_results import write_log
+from tools import results
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 import demo  # noqa: E402
@@ -12,47 +16,54 @@ import demo  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _write(tree: Path, task: str, tables: list) -> None:
-    (tree / task).mkdir(parents=True)
-    (tree / task / "results.json").write_text(json.dumps({"tables": tables}))
+def _run(tree: Path, trainer: str, dataset: str, shots: str, seed: int, name: str, accuracy: float,
+         at_init: float | None = None) -> None:
+    """A run folder of the scripts' layout whose log holds a result (and, optionally, the accuracy at init)."""
+    run = tree / trainer / "world" / dataset / f"shots_{shots}" / f"seed{seed}" / name
+    write_log(run, accuracy)
+    if at_init is not None:
+        log = run / "log.txt"
+        log.write_text(f"* accuracy at initialisation: {at_init}%\n" + log.read_text())
 
 
-def _stat(mean, std=0.0):
-    return {"mean": mean, "std": std}
+def _results(output: Path, task: str) -> None:
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert results.main([str(output / task)]) == 0
 
 
-def test_summary_has_a_row_per_trainer_with_seed_spread_and_marks_missing_runs(tmp_path):
-    _write(tmp_path, "base2new", [
-        {"trainer": "CoOp", "average": {"base": 60.0, "new": 40.0, "hm": 48.0, "base_std": 1.5, "new_std": 2.0,
-                                        "hm_std": 0.5, "datasets": 5, "seeds": 3}},
-        {"trainer": "GOPro", "average": {"base": 70.0, "new": 50.0, "hm": 58.333, "base_std": None, "new_std": None,
-                                         "hm_std": None, "datasets": 1, "seeds": 0}},
-    ])
-    rows = [{"dataset": "world", "role": "source", "accuracy": _stat(44.0, 1.0)},
-            {"dataset": "world_sketch", "role": "target", "accuracy": _stat(20.0, 3.0)}]
-    for task in ("cross-dataset", "domain-generalization"):
-        _write(tmp_path, task, [
-            {"trainer": "CoOp", "source": "world", "rows": rows, "target_average": 20.0,
-             "target_average_std": 3.0, "target_average_seeds": 3},
-            {"trainer": "GOPro", "source": "world", "rows": rows[:1], "target_average": None,
-             "target_average_std": None, "target_average_seeds": 0},
-        ])
-    _write(tmp_path, "few-shot", [
-        {"trainer": "CoOp", "shots": ["1", "4"],
-         "average": {"1": {"mean": 30.0, "std": 2.0, "seeds": 3}, "4": {"mean": 45.0, "std": 1.0, "seeds": 3}}},
-        {"trainer": "ZeroshotCLIP", "shots": ["0"], "average": {"0": {"mean": 25.0, "std": 0.0, "seeds": 1}}},
-    ])
+def test_summary_has_a_row_per_trainer_with_at_init_and_seed_spread(tmp_path):
+    """From the results.json files tools/results.py writes: a row per trainer and task, "at init" beside the
+    result (zero-shot's is its own figure), one seed without a spread."""
+    b2n, cross, dg, few = (tmp_path / task for task in demo.TASKS)
+    for seed, offset in ((1, -1.0), (2, 0.0), (3, 1.0)):
+        _run(b2n, "CoOp", "world_shades", "4", seed, "train_base", 60.0 + offset, at_init=41.0)
+        _run(b2n, "CoOp", "world_shades", "4", seed, "test_new", 40.0 + offset)
+    _run(b2n, "ZeroshotCLIP", "world_shades", "0", 1, "train_base", 41.0)
+    _run(b2n, "ZeroshotCLIP", "world_shades", "0", 1, "test_new", 50.0)
+    for tree in (cross, dg):
+        _run(tree, "CoOp", "world", "4", 1, "train_source", 44.0, at_init=30.0)
+        _run(tree, "CoOp", "world", "4", 1, "test_world_sketch", 20.0)
+        _run(tree, "GOPro", "world", "4", 1, "train_source", 45.0)
+    _run(few, "CoOp", "world_textures", "1", 1, "train_all", 30.0, at_init=25.0)
+    _run(few, "CoOp", "world_textures", "4", 1, "train_all", 45.0, at_init=25.0)
+    _run(few, "ZeroshotCLIP", "world_textures", "0", 1, "train_all", 25.0)
+    for task in demo.TASKS:
+        _results(tmp_path, task)
+
     text = demo.summary(str(tmp_path))
-    assert "| CoOp | 60.00 ± 1.50 | 40.00 ± 2.00 | 48.00 ± 0.50 | 5 | 3 |" in text
-    assert "| GOPro | 70.00 | 50.00 | 58.33 | 1 | 0 |" in text  # no std where no seed has both
-    assert "| Trainer | world (source) | world_sketch | target avg | seeds |" in text
-    assert text.count("| CoOp | 44.00 ± 1.00 | 20.00 ± 3.00 | 20.00 ± 3.00 | 3 |") == 2  # both transfer tasks
-    assert "| GOPro | 44.00 ± 1.00 | — | — | 0 |" in text
-    assert "| Trainer | 0 shots | 1 shots | 4 shots |" in text  # shots in numeric order, zero-shot first
-    assert "| CoOp | — | 30.00 ± 2.00 (n=3) | 45.00 ± 1.00 (n=3) |" in text
-    assert "| ZeroshotCLIP | 25.00 ± 0.00 (n=1) | — | — |" in text
+    assert "| Trainer | Base | New | HM | Base at init | datasets |" in text
+    assert "| CoOp | 60.00 ± 0.82 (n=3) | 40.00 ± 0.82 (n=3) | 48.00 ± 0.85 (n=3) | 41.00 ± 0.00 (n=3) | 1 |" in text
+    # Zero-shot learns nothing: its accuracy at initialisation is its result; one seed, no spread.
+    assert "| ZeroshotCLIP | 41.00 (n=1) | 50.00 (n=1) | 45.05 (n=1) | 41.00 (n=1) | 1 |" in text
+    assert "| Trainer | world (source) | source at init | world_sketch | target avg |" in text
+    assert text.count("| CoOp | 44.00 (n=1) | 30.00 (n=1) | 20.00 (n=1) | 20.00 (n=1) |") == 2  # both tasks
+    assert "| GOPro | 45.00 (n=1) | — | — | — |" in text  # no target run, no at-init line
+    assert "| Trainer | zero-shot | 1 shot | 4 shots | at init |" in text  # numeric order, zero-shot first
+    assert "| CoOp | — | 30.00 (n=1) | 45.00 (n=1) | 25.00 |" in text
+    assert "| ZeroshotCLIP | 25.00 (n=1) | — | — | 25.00 |" in text
+    assert "± 0.00 (n=1)" not in text
     assert [line for line in text.splitlines() if line.startswith("### ")] == [
-        f"### {task}: all trainers (average, mean ± std over seeds)" for task in demo.TASKS]
+        f"### {task}: all trainers (average over datasets, mean ± std over seeds (n))" for task in demo.TASKS]
 
 
 def test_trainers_are_every_registered_one_with_a_world_config():
@@ -118,4 +129,5 @@ def test_script_env_gives_each_protocol_its_shots_and_targets(tmp_path):
     assert env("cross-dataset")["TARGETS"] == " ".join(schedule.cross_targets)
     assert env("domain-generalization")["TARGETS"] == " ".join(schedule.dg_targets)
     assert env("base2new")["TRAINER"] == "CoOp" and env("base2new")["SEEDS"] == schedule.seeds
-    assert env("base2new")["OPTS"].endswith("world_clip_vit.pt OPTIM.MAX_EPOCH 1")
+    assert env("base2new")["OPTS"] == "OPTIM.MAX_EPOCH 1"  # the user's --opts
+    assert env("base2new")["BACKBONE"] == str(REPO / "assets" / "world_clip_vit.pt")  # the world configs' own

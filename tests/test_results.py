@@ -94,10 +94,11 @@ def test_base2new_means_std_and_hm(base2new_tree: Path) -> None:
 
 
 def test_base2new_command_writes_markdown_json_and_png(base2new_tree: Path, capsys) -> None:
-    assert results.main([str(base2new_tree), "--reference", str(REPO / "tools/reference_results.json")]) == 0
+    reference = str(REPO / "tools/reference_results.json")
+    assert results.main([str(base2new_tree), "--reference", reference, "--detail"]) == 0
     printed = capsys.readouterr().out
     assert "| caltech101 | 92.00 ± 1.63 | 82.00 ± 1.63 | 86.71 ± 1.64 | 3/3, 3/3 |" in printed
-    assert "| eurosat | 88.00 ± 0.00 | — | — | 1/1, 0/1 |" in printed
+    assert "| eurosat | 88.00 | — | — | 1/1, 0/1 |" in printed  # one seed: no spread
     assert "- eurosat new, seed 1: not run yet" in printed
     # The std of an average is over the per-seed averages of the seeds both datasets have (1, 2).
     assert "**Average** (2 datasets) | 82.00 ± 1.50 | 67.00 ± 1.50 | 73.74 ± 1.52 | 2 common seeds" in printed
@@ -109,12 +110,16 @@ def test_base2new_command_writes_markdown_json_and_png(base2new_tree: Path, caps
     assert caltech["dataset"] == "caltech101"
     assert caltech["base"]["seeds"] == {"1": 90.0, "2": 92.0, "3": 94.0}
     assert (base2new_tree / "results.png").read_bytes()[:8] == PNG_SIGNATURE
+    assert (base2new_tree / "results.pdf").read_bytes()[:5] == b"%PDF-"
+    # Without --detail only the comparison is printed.
+    assert results.main([str(base2new_tree)]) == 0
+    assert "### base2new — " not in capsys.readouterr().out
 
 
 def test_domain_generalization_table(dg_tree: Path, tmp_path: Path, capsys) -> None:
     plot = tmp_path / "plots" / "dg.png"
     reference = str(REPO / "tools/reference_results.json")
-    assert results.main([str(dg_tree), "--reference", reference, "--plot", str(plot)]) == 0
+    assert results.main([str(dg_tree), "--reference", reference, "--plot", str(plot), "--detail"]) == 0
     printed = capsys.readouterr().out
     assert "### domain-generalization — GOPro / vit_b16, 16 shots, source imagenet" in printed
     assert "| imagenet | source | 71.00 ± 1.00 | 2/2 | 73.27 |" in printed
@@ -126,8 +131,9 @@ def test_domain_generalization_table(dg_tree: Path, tmp_path: Path, capsys) -> N
     assert "| imagenet_r | target | — | 0/2 | 78.02 |" in printed
     assert "- imagenet_r (target), seed 1: unfinished: no result in " in printed
     assert "- imagenet_r (target), seed 2: not run yet" in printed
-    assert "**Target average** (2 targets) |  | 56.00 ± 1.00 | 2 common seeds | 61.49 |" in printed
-    assert plot.read_bytes()[:8] == PNG_SIGNATURE
+    # The published average is over the two targets averaged here (65.35, 52.23), not the paper's four.
+    assert "**Target average** (2 targets) |  | 56.00 ± 1.00 | 2 common seeds | 58.79 |" in printed
+    assert plot.read_bytes()[:8] == PNG_SIGNATURE and plot.with_suffix(".pdf").is_file()
     table = json.loads((dg_tree / "results.json").read_text())["tables"][0]
     assert table["protocol"] == "domain-generalization"
     assert table["target_average"] == pytest.approx(56.0)
@@ -210,13 +216,13 @@ def test_bad_and_unreadable_logs_are_named_and_left_out(tmp_path: Path, capsys) 
     (seed_folder(tree, "dtd", 4) / "train_base" / "log.txt").mkdir(parents=True)  # cannot be read as a file
     write_log(seed_folder(tree, "dtd", 5) / "train_base", None)  # unfinished
 
-    assert results.main([str(tree)]) == 0
+    assert results.main([str(tree), "--detail"]) == 0
     captured = capsys.readouterr()
     for seed in (2, 3, 4):
         log = seed_folder(tree, "dtd", seed) / "train_base" / "log.txt"
         assert any(line.startswith("warning: ") and str(log) in line for line in captured.err.splitlines())
     assert "unreadable log" in captured.err and "is not a number" in captured.err
-    assert "| dtd | 60.00 ± 0.00 | — | — | 1/5, 0/5 |" in captured.out
+    assert "| dtd | 60.00 | — | — | 1/5, 0/5 |" in captured.out
     assert "- dtd base, seed 5: unfinished: no result in" in captured.out
 
     def refuse(constant: str) -> None:
@@ -245,7 +251,7 @@ def few_shot_tree(tmp_path: Path) -> Path:
 
 
 def test_few_shot_table_and_plot(few_shot_tree: Path, capsys) -> None:
-    assert results.main([str(few_shot_tree)]) == 0
+    assert results.main([str(few_shot_tree), "--detail"]) == 0
     printed = capsys.readouterr().out
     assert "### few-shot — CoOp / tiny" in printed
     assert "| Dataset | 1 shot | 2 shots | 4 shots | 8 shots |" in printed
@@ -254,19 +260,26 @@ def test_few_shot_table_and_plot(few_shot_tree: Path, capsys) -> None:
     assert "| dtd | 45.00 ± 0.82 (3/3) | 50.00 ± 0.82 (3/3) | 60.00 ± 0.82 (3/3) | — (0/1) |" in printed
     assert "| **Average** | 55.00 ± 0.82 (2 datasets, 3 common seeds) |" in printed
     assert "- dtd 8 shots, seed 1: unfinished: no result in" in printed
-    assert "### few-shot — ZeroshotCLIP / tiny" in printed and "| caltech101 | 55.00 ± 0.00 (1/1) |" in printed
+    assert "### few-shot — ZeroshotCLIP / tiny" in printed and "| caltech101 | 55.00 (1/1) |" in printed
+    # The comparison: a row per trainer and dataset, zero-shot in its own column.
+    assert "| Trainer | Config | Dataset | zero-shot | 1 shot | 2 shots | 4 shots | 8 shots |" in printed
+    assert "| CoOp | tiny | caltech101 |  | 65.00 ± 0.82 (n=3) | 70.00 ± 0.82 (n=3) | 80.00 ± 0.82 (n=3) |  |" in printed
+    assert "| ZeroshotCLIP | tiny | caltech101 | 55.00 (n=1) |  |  |  |  |" in printed
     assert (few_shot_tree / "results.png").read_bytes()[:8] == PNG_SIGNATURE
 
     table = json.loads((few_shot_tree / "results.json").read_text())["tables"][0]
     assert table["protocol"] == "few-shot" and table["shots"] == ["1", "2", "4", "8"]
-    assert table["average"]["4"] == {"mean": 70.0, "std": pytest.approx(math.sqrt(2 / 3)), "datasets": 2, "seeds": 3}
+    average = table["average"]["4"]
+    assert {k: average[k] for k in ("mean", "std", "datasets", "seeds")} == {
+        "mean": 70.0, "std": pytest.approx(math.sqrt(2 / 3)), "datasets": 2, "seeds": 3}
+    assert average["at_init"] is None  # no log has an accuracy at initialisation
 
 
 def test_few_shot_plot_has_a_line_per_trainer_with_a_seed_band(few_shot_tree: Path) -> None:
     tables = results.build_tables(few_shot_tree, results.collect_runs(few_shot_tree))
     panels = results.few_shot_panels(tables)
-    assert [p.title for p in panels] == ["few-shot: caltech101", "few-shot: dtd", "few-shot: average over datasets"]
+    assert [p.title for p in panels] == ["few-shot: caltech101", "few-shot: dtd", "few-shot: average over 2 datasets"]
     coop, zero_shot = panels[0].series
-    assert coop.label == "CoOp/tiny" and coop.shots == [1, 2, 4]
+    assert coop.label == "CoOp / tiny" and coop.shots == [1, 2, 4]
     assert coop.means == [65.0, 70.0, 80.0] and coop.stds == pytest.approx([math.sqrt(2 / 3)] * 3)
     assert zero_shot.shots == [0] and zero_shot.means == [55.0]

@@ -47,15 +47,43 @@ if os.environ.get("FAKE_UNFINISHED") and out.endswith(os.environ["FAKE_UNFINISHE
 sys.exit(1 if interrupted else 0)
 '''
 
-# Stands in for tools/run_config.py: compares the recorded arguments with the requested ones.
+# Stands in for tools/run_config.py. describe: the real folder name (tools/config_name.py is copied), a
+# registry of two trainers; check: compares the recorded arguments with the requested ones (flags, then the
+# KEY VALUE pairs as a merge sees them: decoded, the last value of a key winning); record: notes the request.
 COMPARING_RUN_CONFIG_PY = '''
 import json, os, sys
-args = sys.argv[1:]
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tools.config_name import check_tag, decode, folder_name
+def merged(call):
+    index = 0
+    while index < len(call) and call[index].startswith("--"):
+        index += 1 if call[index] in ("--eval-only", "--no-train") else 2
+    return call[:index], {k: decode(v) for k, v in zip(call[index::2], call[index + 1::2])}
+EVAL_ONLY = {"CoOp": False, "ZeroshotCLIP": True}
+command, args = sys.argv[1], sys.argv[2:]
+if command == "describe":
+    options = dict(zip(args[0:10:2], args[1:10:2]))
+    settings = list(zip(args[10::2], args[11::2]))
+    if options["--backbone"]:
+        settings.insert(0, ("MODEL.BACKBONE.NAME", options["--backbone"]))
+    if options["--trainer"] not in EVAL_ONLY:
+        sys.exit(print(f"error: TRAINER '{options['--trainer']}' is not a registered trainer", file=sys.stderr) or 2)
+    if options["--tag"] and check_tag(options["--tag"]):
+        sys.exit(print(f"error: {check_tag(options['--tag'])}", file=sys.stderr) or 2)
+    name = folder_name(options["--cfg"], options["--config-file"], settings, options["--tag"])
+    print(f"CONFIG_NAME={name}\\nEVAL_ONLY={int(EVAL_ONLY[options['--trainer']])}\\nSOURCE_KEY=fake")
+    sys.exit(0)
 as_model = args[0] == "--model"
-run_dir, requested = args[as_model:][0], args[as_model:][1:]
+args = args[as_model:]
+assert args[0] == "--source", args
+run_dir, requested = args[2], args[3:]
+if command == "record":
+    with open(os.path.join(run_dir, "config_request.json"), "w") as handle:
+        json.dump({"source": args[1], "args": requested}, handle)
+    sys.exit(0)
 with open(os.path.join(run_dir, "config.yaml")) as handle:
     saved = json.load(handle)
-problems = [] if saved == requested else [f"config differs: {saved} -> {requested}"]
+problems = [] if merged(saved) == merged(requested) else [f"config differs: {saved} -> {requested}"]
 if as_model and os.path.exists(os.path.join(run_dir, "unfinished")):
     problems.append(f"unfinished: {run_dir} stopped at epoch 1 of 2")
 print("\\n".join(problems), file=sys.stderr)
@@ -79,6 +107,7 @@ def scratch_repo(tmp_path: Path) -> Path:
     (repo / "train.py").write_text(RECORDING_TRAIN_PY)
     (repo / "tools").mkdir()
     (repo / "tools" / "run_config.py").write_text(COMPARING_RUN_CONFIG_PY)
+    shutil.copy(REPO / "tools" / "config_name.py", repo / "tools" / "config_name.py")
     return repo
 
 
@@ -175,10 +204,11 @@ def test_transfer_training_only_on_the_source(run: Runner) -> None:
 def test_base2new_train_then_test(run: Runner) -> None:
     opts = "OPTIM.MAX_EPOCH 3 TRAINER.COOP.CTX_INIT 'a photo of a'"
     assert run("train.sh", "caltech101", "base2new", SEEDS="1 2", OPTS=opts).returncode == 0
-    seed1 = "output/base2new/CoOp/tiny/caltech101/shots_2/seed1"
+    # The folder carries the two settings the config file does not set to these values.
+    config = "output/base2new/CoOp/tiny+ctxinit-a_photo_of_a+maxepoch3/caltech101/shots_2"
+    seed1 = f"{config}/seed1"
     train_calls = run.calls()
-    assert [option(c, "--output-dir") for c in train_calls] == [
-        f"{seed1}/train_base", "output/base2new/CoOp/tiny/caltech101/shots_2/seed2/train_base"]
+    assert [option(c, "--output-dir") for c in train_calls] == [f"{seed1}/train_base", f"{config}/seed2/train_base"]
     first = train_calls[0]
     assert option(first, "--root") == "/data" and option(first, "--seed") == "1"
     assert option(first, "--dataset-config-file") == str(run.repo / "configs/datasets/caltech101.yaml")
@@ -187,6 +217,8 @@ def test_base2new_train_then_test(run: Runner) -> None:
     assert overrides(first) == {"DATASET.NUM_SHOTS": "2", "DATASET.SUBSAMPLE_CLASSES": "base",
                                 "OPTIM.MAX_EPOCH": "3", "TRAINER.COOP.CTX_INIT": "a photo of a"}
     assert first[-2:] == ["TRAINER.COOP.CTX_INIT", "a photo of a"]  # OPTS last: it wins
+    recorded = json.loads((run.workdir / seed1 / "train_base" / "config_request.json").read_text())
+    assert recorded == {"source": "fake", "args": first[:first.index("--output-dir")] + first[first.index("--output-dir") + 2:]}
 
     assert run("test.sh", "caltech101", "base2new", SEEDS="1 2", OPTS=opts).returncode == 0
     test_call = run.calls()[2]
@@ -200,15 +232,83 @@ def test_base2new_train_then_test(run: Runner) -> None:
     assert len(run.calls()) == 4
 
 
-def test_finished_run_of_another_config_is_refused_not_skipped(run: Runner) -> None:
-    """A rerun with other OPTS is refused (it once printed 'skip:' and kept the old config's result)."""
-    assert run("train.sh", "caltech101", "base2new", OPTS="OPTIM.LR 0.01").returncode == 0
-    assert run("test.sh", "caltech101", "base2new", OPTS="OPTIM.LR 0.01").returncode == 0
+def test_finished_run_of_another_config_in_the_same_folder_is_refused_not_skipped(run: Runner) -> None:
+    """A TAG names the folder whatever the settings: a rerun there with other OPTS must not print 'skip:' and
+    keep the old config's result."""
+    assert run("train.sh", "caltech101", "base2new", OPTS="OPTIM.LR 0.01", TAG="mine").returncode == 0
+    assert run("test.sh", "caltech101", "base2new", OPTS="OPTIM.LR 0.01", TAG="mine").returncode == 0
+    assert option(run.calls()[0], "--output-dir").startswith("output/base2new/CoOp/mine/caltech101/")
     for script, refusal in (("train.sh", "holds a result of another config"), ("test.sh", "not the one asked for")):
-        result = run(script, "caltech101", "base2new", OPTS="OPTIM.LR 0.05")
+        result = run(script, "caltech101", "base2new", OPTS="OPTIM.LR 0.05", TAG="mine")
         assert result.returncode == 1 and "skip:" not in result.stdout
         assert "config differs" in result.stderr and "0.05" in result.stderr and refusal in result.stderr
     assert len(run.calls()) == 2  # neither the changed training nor its test ran
+
+
+def test_a_sweep_puts_each_point_in_its_own_folder_of_one_output(run: Runner) -> None:
+    for lr in ("0.002", "0.01", "1e-3"):
+        assert run("train.sh", "caltech101", "base2new", OPTS=f"OPTIM.LR {lr} TRAINER.COOP.N_CTX 8").returncode == 0
+        assert run("test.sh", "caltech101", "base2new", OPTS=f"OPTIM.LR {lr} TRAINER.COOP.N_CTX 8").returncode == 0
+    folders = sorted({option(c, "--output-dir").split("/")[3] for c in run.calls()})
+    assert folders == ["tiny+lr0.001+nctx8", "tiny+lr0.002+nctx8", "tiny+lr0.01+nctx8"]
+    assert len(run.calls()) == 6
+    # The same settings in another order and spelling find the same folder: everything is skipped.
+    again = run("train.sh", "caltech101", "base2new", OPTS="TRAINER.COOP.N_CTX 8 OPTIM.LR 0.010")
+    assert again.returncode == 0 and "skip:" in again.stdout and len(run.calls()) == 6
+    # A setting equal to the config file's value (tiny.yaml: MAX_EPOCH 1) names nothing.
+    assert run("train.sh", "caltech101", "base2new", OPTS="OPTIM.MAX_EPOCH 1").returncode == 0
+    assert option(run.calls()[-1], "--output-dir").startswith("output/base2new/CoOp/tiny/caltech101/")
+
+
+def test_backbone_is_a_setting_and_part_of_the_folder_name(run: Runner) -> None:
+    assert run("train.sh", "caltech101", "base2new", BACKBONE="/models/clip-b16.pt").returncode == 0
+    assert run("test.sh", "caltech101", "base2new", BACKBONE="/models/clip-b16.pt").returncode == 0
+    train_call, test_call = run.calls()
+    for call in (train_call, test_call):
+        assert option(call, "--backbone") == "/models/clip-b16.pt"
+        assert option(call, "--output-dir").startswith("output/base2new/CoOp/tiny+backbone-clip-b16/caltech101/")
+    assert run("train.sh", "caltech101", "base2new", BACKBONE="ViT-B/16").returncode == 0
+    assert "/tiny+backbone-ViT-B-16/" in option(run.calls()[-1], "--output-dir")
+    # OPTS come after --backbone in train.py's merge, so MODEL.BACKBONE.NAME there wins, in the name too.
+    assert run("train.sh", "caltech101", "base2new", BACKBONE="RN50", OPTS="MODEL.BACKBONE.NAME RN101").returncode == 0
+    assert "/tiny+backbone-RN101/" in option(run.calls()[-1], "--output-dir")
+
+
+def test_nproc_launches_torchrun(run: Runner, tmp_path: Path) -> None:
+    """NPROC=2 starts train.py through torch.distributed.run; the launcher here records and runs it once."""
+    launcher = tmp_path / "python"
+    launcher.write_text(f"""#!/bin/bash
+echo "$*" >>{tmp_path / "launches.txt"}
+if [[ "$1" == -m ]]; then shift 5; fi
+exec {sys.executable} "$@"
+""")
+    launcher.chmod(0o755)
+    assert run("train.sh", "caltech101", "base2new", NPROC="2", PYTHON=str(launcher)).returncode == 0
+    train_py_launches = [line for line in (tmp_path / "launches.txt").read_text().splitlines() if "train.py" in line]
+    assert len(train_py_launches) == 1
+    assert train_py_launches[0].startswith(
+        f"-m torch.distributed.run --standalone --nproc_per_node 2 {run.repo / 'train.py'} --output-dir ")
+    assert len(run.calls()) == 1
+
+    result = run("train.sh", "caltech101", "base2new", NPROC="two")
+    assert result.returncode == 2 and "NPROC is 'two'; give a positive integer" in result.stderr
+
+
+def test_usage_lists_every_setting_and_bad_tags_are_usage_errors(run: Runner) -> None:
+    usage = run("train.sh").stderr
+    settings = ("DATA", "TRAINER", "CFG", "BACKBONE", "SEEDS", "SHOTS", "OPTS", "OUTPUT", "TAG", "NPROC", "PYTHON",
+                "SOURCE", "TARGETS")
+    assert all(f"\n  {name} " in usage for name in settings)
+    assert "vit_b16+lr0.01+nctx8" in usage  # the folder naming rule, with an example
+    for tag in ("a/b", ".hidden", "two words"):
+        result = run("train.sh", "caltech101", "base2new", TAG=tag)
+        assert result.returncode == 2 and f"TAG '{tag}' cannot name a folder" in result.stderr
+        assert "Usage: bash scripts/train.sh" in result.stderr
+    (run.repo / "configs" / "trainers" / "NotRegistered").mkdir()
+    (run.repo / "configs" / "trainers" / "NotRegistered" / "tiny.yaml").write_text("{}\n")
+    result = run("train.sh", "caltech101", "base2new", TRAINER="NotRegistered")
+    assert result.returncode == 2 and "TRAINER 'NotRegistered' is not a registered trainer" in result.stderr
+    assert run.calls() == []
 
 
 def test_testing_an_unfinished_training_run_is_refused(run: Runner) -> None:
@@ -272,10 +372,10 @@ def test_cross_dataset_and_dg_share_the_source_model(run: Runner) -> None:
 
 
 def test_dg_trains_its_own_source_model_when_arguments_differ(run: Runner) -> None:
-    assert run("train.sh", "imagenet", "cross-dataset").returncode == 0
-    assert run("train.sh", "imagenet", "domain-generalization", OPTS="OPTIM.MAX_EPOCH 5").returncode == 0
+    assert run("train.sh", "imagenet", "cross-dataset", TAG="t").returncode == 0
+    assert run("train.sh", "imagenet", "domain-generalization", OPTS="OPTIM.MAX_EPOCH 5", TAG="t").returncode == 0
     assert len(run.calls()) == 2
-    dg_run = run.workdir / "output/domain-generalization/CoOp/tiny/imagenet/shots_2/seed1/train_source"
+    dg_run = run.workdir / "output/domain-generalization/CoOp/t/imagenet/shots_2/seed1/train_source"
     assert dg_run.is_dir() and not dg_run.is_symlink()
 
 
@@ -319,58 +419,16 @@ def test_zero_shot_clip_evaluates_without_a_model(run: Runner) -> None:
     base_call, new_call = run.calls()
     for call in (base_call, new_call):
         assert "--eval-only" in call and "--model-dir" not in call
-    assert option(base_call, "--output-dir").endswith("ZeroshotCLIP/tiny/caltech101/shots_2/seed1/train_base")
+    # It sees no training image: shots_0, whatever SHOTS is, so another SHOTS finds the same runs.
+    assert option(base_call, "--output-dir").endswith("ZeroshotCLIP/tiny/caltech101/shots_0/seed1/train_base")
     assert overrides(base_call) == {"DATASET.SUBSAMPLE_CLASSES": "base"}
     assert overrides(new_call) == {"DATASET.SUBSAMPLE_CLASSES": "new"}
-
-
-# ---------------------------------------------------------------------------- tools/run_config.py
-
-
-def tiny_coop_args(*overrides: str, root: str = "/data") -> list[str]:
-    return ["--root", root, "--seed", "1", "--trainer", "CoOp",
-            "--dataset-config-file", str(REPO / "configs/datasets/caltech101.yaml"),
-            "--config-file", str(REPO / "configs/trainers/CoOp/tiny.yaml"), "DATASET.NUM_SHOTS", "2", *overrides]
-
-
-def test_run_config_compares_the_keys_that_shape_the_result(tmp_path: Path) -> None:
-    from tools import run_config
-
-    saved = run_config.requested_config(tiny_coop_args("OPTIM.LR", "0.01"))
-    (tmp_path / "config.yaml").write_text(saved.dump())
-    assert run_config.check(str(tmp_path), tiny_coop_args("OPTIM.LR", "0.01")) == []
-    # Where files go and how many workers load them change nothing.
-    assert run_config.check(str(tmp_path), tiny_coop_args("OPTIM.LR", "0.01", "DATALOADER.NUM_WORKERS", "0",
-                                                          root="/elsewhere")) == []
-    assert run_config.check(str(tmp_path), tiny_coop_args("OPTIM.LR", "0.05")) == [
-        "config differs: OPTIM.LR: 0.01 -> 0.05"]
-    # The test split changes the reported figure, not the model.
-    val = tiny_coop_args("OPTIM.LR", "0.01", "TEST.SPLIT", "val")
-    assert run_config.check(str(tmp_path), val) == ["config differs: TEST.SPLIT: 'test' -> 'val'"]
-    assert run_config.check(str(tmp_path), val, as_model=True) == [
-        f"unfinished: {tmp_path} holds no checkpoint (no <model>/checkpoint file)"]
-    # A key the saved config predates is taken at its default.
-    older = saved.clone()
-    older.OPTIM.pop("WARMUP_EPOCH")
-    (tmp_path / "config.yaml").write_text(older.dump())
-    assert run_config.check(str(tmp_path), tiny_coop_args("OPTIM.LR", "0.01")) == []
-    assert run_config.main([str(tmp_path / "absent"), *tiny_coop_args()]) == 2
-
-
-def test_run_config_model_must_reach_its_last_epoch(tmp_path: Path) -> None:
-    from tools import run_config
-
-    args = tiny_coop_args("OPTIM.MAX_EPOCH", "2")
-    (tmp_path / "config.yaml").write_text(run_config.requested_config(args).dump())
-    model = tmp_path / "prompt_learner"
-    model.mkdir()
-    (model / "model.pth.tar-1").write_bytes(b"")
-    (model / "checkpoint").write_text("model.pth.tar-1\n")
-    assert run_config.check(str(tmp_path), args, as_model=True) == [
-        f"unfinished: {tmp_path} stopped at epoch 1 of 2 ({model} has no model.pth.tar-2)"]
-    (model / "model.pth.tar-2").write_bytes(b"")
-    (model / "checkpoint").write_text("model.pth.tar-2\n")
-    assert run_config.check(str(tmp_path), args, as_model=True) == []
+    again = run("train.sh", "caltech101", "base2new", SHOTS="16", **env)
+    assert again.returncode == 0 and "skip:" in again.stdout and len(run.calls()) == 2
+    cross = run("train.sh", "imagenet", "cross-dataset", **env)
+    assert cross.returncode == 0 and run("train.sh", "imagenet", "domain-generalization", **env).returncode == 0
+    dg_source = run.workdir / "output/domain-generalization/ZeroshotCLIP/tiny/imagenet/shots_0/seed1/train_source"
+    assert dg_source.is_symlink() and (dg_source / "log.txt").is_file()  # the link points at the shots_0 run
 
 
 # ---------------------------------------------------------------------------- end to end
@@ -378,12 +436,13 @@ def test_run_config_model_must_reach_its_last_epoch(tmp_path: Path) -> None:
 
 @pytest.fixture()
 def real_run(tmp_path: Path, fake_data_root: str, tiny_clip_path: str):
-    """Runs the repository's own scripts with the real engine, CoOp tiny, one seed, two shots."""
+    """Runs the repository's own scripts with the real engine, CoOp tiny, one seed, two shots, into the folder
+    TAG=tiny (the automatic names are tested in tests/test_sweeps.py)."""
 
     def call(script: str, *args: str, expect_rc: int = 0, **env: str) -> subprocess.CompletedProcess:
         full_env = dict(os.environ, PYTHON=sys.executable, DATA=fake_data_root, TRAINER="CoOp", CFG="tiny", SEEDS="1",
-                        SHOTS="2", OUTPUT=str(tmp_path / "output"),
-                        OPTS=f"OPTIM.MAX_EPOCH 1 MODEL.BACKBONE.NAME {tiny_clip_path}")
+                        SHOTS="2", OUTPUT=str(tmp_path / "output"), BACKBONE=tiny_clip_path, TAG="tiny",
+                        OPTS="OPTIM.MAX_EPOCH 1")
         full_env.update(env)
         result = subprocess.run(["bash", str(REPO / "scripts" / script), *args], cwd=tmp_path,
                                 env=full_env, capture_output=True, text=True, timeout=300)
@@ -395,7 +454,7 @@ def real_run(tmp_path: Path, fake_data_root: str, tiny_clip_path: str):
 
 def results_command(tree: Path, capsys) -> str:
     """tools/results.py in-process (its command line is covered by tests/test_results.py)."""
-    assert results.main([str(tree)]) == 0
+    assert results.main([str(tree), "--detail"]) == 0
     return capsys.readouterr().out
 
 
@@ -409,9 +468,9 @@ def test_end_to_end_base2new(real_run, tmp_path: Path, tiny_clip_path: str, caps
     assert "—" not in row and row.endswith("| 1/1, 1/1 |")
     assert (tree / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
-    # The finished run is not reused for another learning rate. The real train.py config
+    # The finished run in the same folder is not reused for another learning rate. The real train.py config
     # and the saved config.yaml agree on every other key, so OPTIM.LR is the only one named.
-    changed = f"OPTIM.MAX_EPOCH 1 MODEL.BACKBONE.NAME {tiny_clip_path} OPTIM.LR 0.05"
+    changed = "OPTIM.MAX_EPOCH 1 OPTIM.LR 0.05"
     refused = real_run("train.sh", "caltech101", "base2new", OPTS=changed, expect_rc=1)
     assert "skip:" not in refused.stdout and "holds a result of another config" in refused.stderr
     differences = [line for line in refused.stderr.splitlines() if line.startswith("config differs: ")]

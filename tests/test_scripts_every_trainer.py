@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tools import results
+from tools import config_name, results
 from tools.warm_python import warm_python as warm_python_launcher
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,28 +57,34 @@ def test_base2new_through_the_scripts(trainer, warm_python, fake_data_root, tiny
     from dassl.engine import TRAINER_REGISTRY
 
     env = dict(os.environ, PYTHON=warm_python, DATA=fake_data_root, TRAINER=trainer, CFG="tiny", SEEDS="1",
-               SHOTS=SHOTS, OUTPUT=str(tmp_path / "output"),
-               OPTS=f"OPTIM.MAX_EPOCH 1 MODEL.BACKBONE.NAME {tiny_clip_path}")
+               SHOTS=SHOTS, OUTPUT=str(tmp_path / "output"), BACKBONE=tiny_clip_path, OPTS="OPTIM.MAX_EPOCH 1")
     for script in ("train.sh", "test.sh"):
         done = subprocess.run(["bash", str(REPO / "scripts" / script), "caltech101", "base2new"], cwd=tmp_path,
                               env=env, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, f"{script} exited {done.returncode}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
 
     tree = tmp_path / "output" / "base2new"
-    seed = tree / trainer / "tiny" / "caltech101" / f"shots_{SHOTS}" / "seed1"
+    # The folder is named after the config and the one setting it does not hold (the backbone); a trainer that
+    # learns nothing runs under shots_0.
+    config_file = str(REPO / "configs" / "trainers" / trainer / "tiny.yaml")
+    config = config_name.folder_name("tiny", config_file, [(config_name.BACKBONE_KEY, tiny_clip_path)])
+    assert config.startswith("tiny+backbone-")
+    eval_only = TRAINER_REGISTRY.get(trainer).EVAL_ONLY
+    shots = "0" if eval_only else SHOTS
+    seed = tree / trainer / config / "caltech101" / f"shots_{shots}" / "seed1"
     base_log, new_log = (seed / "train_base" / "log.txt").read_text(), (seed / "test_new" / "log.txt").read_text()
     for log in (base_log, new_log):
         assert accuracy_after_result(log) is not None, log[-3000:]
         assert "Precision: fp32 (PREC fp32)" in log  # the tiny config, not a default, reached the engine
     assert "SUBSAMPLE_CLASSES: base" in base_log and "SUBSAMPLE_CLASSES: new" in new_log
-    if not TRAINER_REGISTRY.get(trainer).EVAL_ONLY:
+    if not eval_only:
         assert "Finish training" in base_log and "Finish training" not in new_log
         checkpoint = seed / "train_base" / "prompt_learner" / "model.pth.tar-1"
         assert checkpoint.is_file() and checkpoint.stat().st_size < 0.1 * os.path.getsize(tiny_clip_path)
         assert str(seed / "train_base") in new_log  # the new classes are scored with the base-trained model
 
     tables = results.build_tables(tree, results.collect_runs(tree))
-    printed = results.render_markdown(tree, tables, results.load_reference(None))
-    assert f"### base2new — {trainer} / tiny, {SHOTS} shots" in printed
+    printed = results.render_markdown(tree, tables, results.load_reference(None), detail=True)
+    assert f"### base2new — {trainer} / {config}, {results.shots_label(shots)}" in printed
     row = next(line for line in printed.splitlines() if line.startswith("| caltech101 |"))
     assert "—" not in row and row.endswith("| 1/1, 1/1 |"), printed

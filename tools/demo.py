@@ -25,7 +25,6 @@ import logging
 import multiprocessing
 import os
 import os.path as osp
-import shlex
 import shutil
 import subprocess
 import sys
@@ -51,7 +50,6 @@ SOURCE = "world"  # the ImageNet analogue: source of both transfer protocols
 BASE2NEW, CROSS_DATASET, DOMAIN_GENERALIZATION, FEW_SHOT = (
     "base2new", "cross-dataset", "domain-generalization", "few-shot")
 TASKS = (BASE2NEW, CROSS_DATASET, DOMAIN_GENERALIZATION, FEW_SHOT)
-ZERO_SHOT = "ZeroshotCLIP"
 CHECKPOINT = osp.join(REPO, "assets", "world_clip_vit.pt")
 PRECISIONS = ("fp32", "bf16", "auto")  # --prec: TRAINER.<node>.PREC of every trainer
 DEFAULT_PRECISION = "fp32"  # the world configs' and the README's
@@ -105,13 +103,22 @@ class Step:
         return f"{self.task} {self.script} {self.trainer} {self.dataset}" + (f" {self.shots}" if self.shots else "")
 
 
-def trainer_chains(trainer: str, schedule: Schedule, tasks: tuple[str, ...] = TASKS) -> list[list[Step]]:
+def eval_only_trainers(trainers: tuple[str, ...]) -> frozenset[str]:
+    """The trainers among ``trainers`` whose class learns nothing (``EVAL_ONLY``, as ZeroshotCLIP does)."""
+    import trainers as _registered  # noqa: F401  (registers every trainer)
+    from dassl.engine import TRAINER_REGISTRY
+
+    return frozenset(name for name in trainers if getattr(TRAINER_REGISTRY.get(name), "EVAL_ONLY", False))
+
+
+def trainer_chains(trainer: str, schedule: Schedule, tasks: tuple[str, ...] = TASKS,
+                   eval_only: bool = False) -> list[list[Step]]:
     """The calls of ``tasks`` for one trainer as independent chains, each run in order.
 
     Cross-dataset and domain generalisation share a chain: both learn on SOURCE with the same arguments,
     so train.sh links the second source run to the finished first one instead of training again. Few-shot
-    is a call per number of shots, so that they run in parallel; ZeroshotCLIP, which train.sh evaluates once
-    (as 0 shots) whatever SHOTS is, gets one call.
+    is a call per number of shots, so that they run in parallel; an ``eval_only`` trainer such as ZeroshotCLIP, which
+    train.sh evaluates once (as 0 shots) whatever SHOTS is, gets one call.
     """
     chains = []
     if BASE2NEW in tasks:
@@ -121,7 +128,7 @@ def trainer_chains(trainer: str, schedule: Schedule, tasks: tuple[str, ...] = TA
     if transfer:
         chains.append([Step(script, trainer, task, SOURCE) for task in transfer for script in ("train", "test")])
     if FEW_SHOT in tasks:
-        shots = [schedule.few_shot_shots] if trainer == ZERO_SHOT else schedule.few_shot_shots.split()
+        shots = [schedule.few_shot_shots] if eval_only else schedule.few_shot_shots.split()
         chains += [[Step("train", trainer, FEW_SHOT, dataset, k)]  # train.sh's final test is the result
                    for dataset in schedule.few_shot for k in shots]
     return chains
@@ -135,14 +142,17 @@ START_ORDER = {CROSS_DATASET: 0, DOMAIN_GENERALIZATION: 0, FEW_SHOT: 1, BASE2NEW
 def plan(trainers: tuple[str, ...], schedule: Schedule, tasks: tuple[str, ...] = TASKS) -> list[list[Step]]:
     """Every call of the demo as independent chains, the heaviest first (``START_ORDER``).
 
-    Heaviest first (and ZeroshotCLIP, which learns nothing, last among equals), so that the light chains fill
-    the other workers' time at the end instead of one long chain running alone.
+    Heaviest first (and a trainer that learns nothing, ZeroshotCLIP, last among equals), so that the light
+    chains fill the other workers' time at the end instead of one long chain running alone.
     """
+    eval_only = eval_only_trainers(trainers)
+
     def weight(chain: list[Step]) -> tuple:
         most_shots = max((int(k) for k in chain[0].shots.split()), default=0)
-        return START_ORDER[chain[0].task], -most_shots, chain[0].trainer == ZERO_SHOT
+        return START_ORDER[chain[0].task], -most_shots, chain[0].trainer in eval_only
 
-    chains = [chain for trainer in trainers for chain in trainer_chains(trainer, schedule, tasks)]
+    chains = [chain for trainer in trainers
+              for chain in trainer_chains(trainer, schedule, tasks, trainer in eval_only)]
     return sorted(chains, key=weight)
 
 
@@ -270,13 +280,14 @@ def script_env(args: argparse.Namespace, step: Step, schedule: Schedule, python:
     ``environ``: see ``process_env``.
     """
     targets = schedule.cross_targets if step.task == CROSS_DATASET else schedule.dg_targets
-    opts = [f"MODEL.BACKBONE.NAME {shlex.quote(osp.abspath(args.clip))}"]
-    opts += [f"{precision_key} {args.prec}"] if precision_key else []
+    opts = [f"{precision_key} {args.prec}"] if precision_key else []
     return {
         **process_env(args, environ),
         "DATA": osp.abspath(args.data),
         "TRAINER": step.trainer,
         "CFG": args.cfg,
+        # The world configs' own backbone by default, so the runs' folder is named after CFG alone.
+        "BACKBONE": osp.abspath(args.clip),
         "SEEDS": schedule.seeds,
         "SHOTS": step.shots or (schedule.few_shot_shots if step.task == FEW_SHOT else str(schedule.shots)),
         "OUTPUT": osp.abspath(args.output),
@@ -336,48 +347,72 @@ def print_results(output: str, heading: str, tasks: tuple[str, ...] = TASKS) -> 
         sys.stderr.write(stderr.getvalue())  # its warnings (e.g. a log without a valid result)
         print(f"\n## {task} ({heading})\n")
         print(stdout.getvalue().strip())
-        print(f"\nplot: {osp.join(tree, 'results.png')}")
+        print(f"\nfigure: {osp.join(tree, 'results.png')} (and results.pdf)")
 
 
-def fmt(mean: float | None, std: float | None = None) -> str:
-    """``mean ± std`` (``—`` for no result; the std is left out where there is none)."""
-    if mean is None:
-        return "—"
-    return f"{mean:.2f}" if std is None else f"{mean:.2f} ± {std:.2f}"
+def _labels(tables: list[dict]) -> list[str]:
+    """The trainer of each table, with its configuration where the tables have several."""
+    several = len({t["config"] for t in tables}) > 1
+    return [f"{t['trainer']} / {t['config']}" if several else t["trainer"] for t in tables]
+
+
+def _figure(average: dict, prefix: str, value_key: str, std_key: str) -> str:
+    """A summary cell from results.json's average dict: mean ± std (n=N), no spread for one seed."""
+    from tools.results import fmt_figure
+
+    seeds = average.get(f"{prefix}seeds", 0)
+    return fmt_figure(average.get(value_key), average.get(std_key), seeds, average.get(f"{prefix}expected_seeds", seeds))
+
+
+def _stat(stat: dict | None) -> str:
+    from tools.results import MISSING, fmt_figure
+
+    if not stat:
+        return MISSING
+    return fmt_figure(stat["mean"], stat["std"], len(stat["seeds"]), len(stat["expected"]))
 
 
 def base2new_summary(tables: list[dict]) -> list[str]:
-    lines = ["| Trainer | Base | New | HM | datasets | seeds |", "|---|---|---|---|---|---|"]
-    for t in tables:
+    lines = ["| Trainer | Base | New | HM | Base at init | datasets |", "|---|---|---|---|---|---|"]
+    for t, label in zip(tables, _labels(tables)):
         a = t["average"]
-        lines.append(f"| {t['trainer']} | {fmt(a['base'], a.get('base_std'))} | {fmt(a['new'], a.get('new_std'))} | "
-                     f"{fmt(a['hm'], a.get('hm_std'))} | {a.get('datasets', 0)} | {a.get('seeds', 0)} |")
+        cells = [_figure(a, "", metric, f"{metric}_std") for metric in ("base", "new", "hm")]
+        cells += [_figure(a, "at_init_", "at_init", "at_init_std"), str(a.get("datasets", 0))]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return lines
 
 
 def transfer_summary(tables: list[dict]) -> list[str]:
     targets = list(dict.fromkeys(r["dataset"] for t in tables for r in t["rows"] if r["role"] == "target"))
-    lines = ["| Trainer | " + " | ".join([f"{tables[0]['source']} (source)", *targets, "target avg", "seeds"]) + " |",
+    source = tables[0]["source"]
+    lines = ["| Trainer | " + " | ".join([f"{source} (source)", "source at init", *targets, "target avg"]) + " |",
              "|---" * (len(targets) + 4) + "|"]
-    for t in tables:
-        accuracy = {r["dataset"]: r["accuracy"] for r in t["rows"]}
-        cells = [accuracy.get(t["source"]), *(accuracy.get(d) for d in targets)]
-        cells = [fmt(None) if a is None else fmt(a["mean"], a["std"]) for a in cells]
-        cells += [fmt(t["target_average"], t.get("target_average_std")), str(t.get("target_average_seeds", 0))]
-        lines.append(f"| {t['trainer']} | " + " | ".join(cells) + " |")
+    for t, label in zip(tables, _labels(tables)):
+        rows = {r["dataset"]: r for r in t["rows"]}
+        source_row = rows.get(t["source"]) or {}
+        cells = [_stat(source_row.get("accuracy")), _stat(source_row.get("at_init"))]
+        cells += [_stat(rows[d]["accuracy"]) if d in rows else _stat(None) for d in targets]
+        seeds = t.get("target_average_seeds", 0)
+        average = {"mean": t["target_average"], "std": t.get("target_average_std"), "seeds": seeds,
+                   "expected_seeds": t.get("target_average_expected", seeds)}
+        cells.append(_figure(average, "", "mean", "std"))
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return lines
 
 
 def few_shot_summary(tables: list[dict]) -> list[str]:
-    """Average over datasets at each number of shots (n = seeds); ZeroshotCLIP's one figure is its 0-shot column."""
+    """Average over datasets at each number of shots; a trainer that learns nothing has its one figure under
+    zero-shot. "at init": the accuracy before training, averaged over the shots that logged it."""
+    from tools.results import MISSING, shots_label
+
     shots = sorted({s for t in tables for s in t["shots"]}, key=int)
-    lines = ["| Trainer | " + " | ".join(f"{s} shots" for s in shots) + " |", "|---" * (len(shots) + 1) + "|"]
-    for t in tables:
-        cells = []
-        for s in shots:
-            a = t["average"].get(s)
-            cells.append(fmt(None) if a is None else f"{fmt(a['mean'], a['std'])} (n={a['seeds']})")
-        lines.append(f"| {t['trainer']} | " + " | ".join(cells) + " |")
+    lines = ["| Trainer | " + " | ".join([*(shots_label(s) for s in shots), "at init"]) + " |",
+             "|---" * (len(shots) + 2) + "|"]
+    for t, label in zip(tables, _labels(tables)):
+        cells = [_figure(t["average"][s], "", "mean", "std") if s in t["average"] else MISSING for s in shots]
+        initial = [a["at_init"] for a in t["average"].values() if a.get("at_init") is not None]
+        cells.append(f"{sum(initial) / len(initial):.2f}" if initial else MISSING)
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -388,7 +423,8 @@ def summary(output: str, tasks: tuple[str, ...] = TASKS) -> str:
         with open(osp.join(osp.abspath(output), task, "results.json")) as f:
             tables = json.load(f)["tables"]
         render = {BASE2NEW: base2new_summary, FEW_SHOT: few_shot_summary}.get(task, transfer_summary)
-        lines += ([""] if lines else []) + [f"### {task}: all trainers (average, mean ± std over seeds)", ""]
+        lines += ([""] if lines else []) + [f"### {task}: all trainers (average over datasets, mean ± std over "
+                                            "seeds (n))", ""]
         lines += render(tables)
     return "\n".join(lines)
 

@@ -1,22 +1,30 @@
-"""Tables and plots from the output tree of scripts/train.sh and scripts/test.sh.
+"""Tables and figures from the output tree of scripts/train.sh and scripts/test.sh.
 
-    python tools/results.py output/base2new [--reference tools/reference_results.json]
+    python tools/results.py output/base2new [--detail] [--reference tools/reference_results.json]
                                             [--reference-methods GOPro,CoOp] [--plot PATH]
 
-The tree is ``<TASK>/<TRAINER>/<CFG>/<DATASET>/shots_<K>/seed<S>/<RUN>/log.txt``, RUN being
-``train_base`` and ``test_new`` (base-to-new), ``train_source`` and ``test_<target>``
-(cross-dataset, domain generalisation) or ``train_all`` (few-shot, one ``shots_<K>`` per K). A log's
-accuracy is read as upstream's ``parse_test_res.py --test-log`` reads it: the last ``* accuracy: X%``
-line after ``=> result``; a figure that is not a finite number in 0-100 makes the log invalid, named
-on stderr and under its table.
+The tree is ``<TASK>/<TRAINER>/<CONFIG>/<DATASET>/shots_<K>/seed<S>/<RUN>/log.txt`` (CONFIG: the trainer config
+and the settings given on top of it, or a TAG; K = 0 for a trainer that learns nothing), RUN being
+``train_base`` and ``test_new`` (base-to-new), ``train_source`` and ``test_<target>`` (cross-dataset, domain
+generalisation) or ``train_all`` (few-shot, one ``shots_<K>`` per K). A log's accuracy is read as upstream's
+``parse_test_res.py --test-log`` reads it: the last ``* accuracy: X%`` line after ``=> result``; a figure that
+is not a finite number in 0-100 makes the log invalid, named on stderr and under its table. A training log's
+``* accuracy at initialisation: X%`` line (the model before its first step) gives the "at init" figures; a
+trainer that learns nothing (shots_0) is at its initialisation.
 
-Prints one Markdown table per protocol and trainer/config (and shots) and writes ``results.md``,
-``results.json`` and ``results.png`` into the tree (bars; accuracy against shots for few-shot). Every
-accuracy is the mean ± population std over the seeds found, with ``n/N`` seeds: N seeds have a
-folder, n of them a result; the others are listed under the table with the reason. Base-to-new HM is
-2BN/(B+N) of the seed-averaged accuracies; its "± std" is the population std of the per-seed HMs. An
-Average row averages the datasets (HM: of the averaged base and new, over datasets that have both);
-its "± std" is over the per-seed averages of the seeds every averaged dataset has.
+Prints, for the protocol of the tree, one comparison table: a row per trainer/configuration/shots (base-to-new:
+one per metric, base, new and HM), a column per dataset (base-to-new), per target after the source (transfer)
+or per number of shots (few-shot, with a row per dataset), and the average over datasets or targets.
+``--detail`` adds one table per trainer/configuration. Writes ``results.md``, ``results.json`` and the figure,
+``results.png`` and ``results.pdf``, into the tree.
+
+Every figure is the mean ± population std over the seeds found, marked ``(n=N)`` when all N seeds with a folder
+have a result and ``(n/N)`` when not (the others are listed under the table with the reason); one seed has no
+spread. Seeds of different configurations are never averaged together: each configuration is its own row.
+Base-to-new HM is 2BN/(B+N) of the seed-averaged accuracies; its "± std" is the population std of the per-seed
+HMs. An average over datasets (or targets) averages their means (HM: of the averaged base and new, over datasets
+that have both); its "± std" is over the per-seed averages of the seeds every averaged dataset has, which are
+its n.
 """
 from __future__ import annotations
 
@@ -28,9 +36,13 @@ import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tools.results_figures, from any folder
+
 RESULT_MARKER = "=> result"
 # Anything up to the "%" is taken, so that a malformed figure is reported rather than skipped.
 ACCURACY_PATTERN = re.compile(r"\* accuracy: (\S+)%")
+# The model before its first training step (TEST.AT_START), printed by the engine in a training log.
+AT_INIT_PATTERN = re.compile(r"\* accuracy at initialisation: (\S+)%")
 # The engine names the split before each evaluation; with TEST.FINAL_MODEL best_val a training log also
 # holds per-epoch *val* results, which are never the run's result.
 EVAL_SPLIT_PATTERN = re.compile(r"Evaluate on the \*(\w+)\* set")
@@ -56,8 +68,11 @@ DATASET_ORDER = [
     "imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r",
 ]
 
-# Trainer names of this repo -> method names used in the reference file.
-REFERENCE_NAME_OF_TRAINER = {"ZeroshotCLIP": "CLIP"}
+ZERO_SHOTS = "0"  # the shots folder of a trainer that learns nothing
+
+# The reference file's row of CLIP without learned prompts: the published figure of any trainer that learns
+# nothing (its runs are under shots_0).
+ZERO_SHOT_REFERENCE = "CLIP"
 
 
 # ---------------------------------------------------------------------------- reading logs
@@ -79,12 +94,13 @@ def parse_accuracy(text: str, log_path: Path) -> float:
     return value
 
 
-def read_accuracy(log_path: Path) -> float | None:
-    """The last test-split accuracy printed after the result marker, or None when the run has none.
+def read_figures(log_path: Path) -> tuple[float | None, float | None]:
+    """(the last test-split accuracy printed after the result marker, the last accuracy at initialisation),
+    each None when the log has none.
 
     Raises InvalidResult for a figure that is not an accuracy, OSError for a log that cannot be read.
     """
-    figure = None
+    figure = at_init = None
     after_marker = False
     split = None  # the split of the latest "Evaluate on the *X* set" line; None in logs without one
     with open(log_path, encoding="utf-8", errors="replace") as log:
@@ -94,11 +110,20 @@ def read_accuracy(log_path: Path) -> float | None:
                 split, after_marker = named.group(1), False
             if RESULT_MARKER in line:
                 after_marker = True
+            initial = AT_INIT_PATTERN.search(line)
+            if initial:
+                at_init = initial.group(1)
             if after_marker and split in (None, "test"):
                 match = ACCURACY_PATTERN.search(line)
                 if match:
                     figure = match.group(1)
-    return None if figure is None else parse_accuracy(figure, log_path)
+    return (None if figure is None else parse_accuracy(figure, log_path),
+            None if at_init is None else parse_accuracy(at_init, log_path))
+
+
+def read_accuracy(log_path: Path) -> float | None:
+    """The last test-split accuracy printed after the result marker, or None when the run has none."""
+    return read_figures(log_path)[0]
 
 
 @dataclass(frozen=True)
@@ -114,22 +139,30 @@ class Run:
     accuracy: float | None
     problem: str | None = None
     bad_log: bool = False  # unreadable or invalid, as opposed to not finished yet
+    at_init: float | None = None  # the accuracy before the first step, when the log has it
+
+    @property
+    def initial_accuracy(self) -> float | None:
+        """Accuracy at initialisation: the logged one, or the result of a run that learns nothing (0 shots)."""
+        if self.at_init is not None:
+            return self.at_init
+        return self.accuracy if self.shots == ZERO_SHOTS else None
 
 
-def read_run(run_dir: Path) -> tuple[float | None, str | None, bool]:
-    """(accuracy, why there is none, whether the log is bad) of one run folder."""
+def read_run(run_dir: Path) -> tuple[float | None, str | None, bool, float | None]:
+    """(accuracy, why there is none, whether the log is bad, accuracy at initialisation) of one run folder."""
     log = run_dir / "log.txt"
     if not log.exists():
-        return None, f"no log.txt in {run_dir}", False
+        return None, f"no log.txt in {run_dir}", False, None
     try:
-        accuracy = read_accuracy(log)
+        accuracy, at_init = read_figures(log)
     except OSError as error:
-        return None, f"unreadable log {log}: {error.strerror or error}", True
+        return None, f"unreadable log {log}: {error.strerror or error}", True, None
     except InvalidResult as error:
-        return None, str(error), True
+        return None, str(error), True, None
     if accuracy is None:
-        return None, f"unfinished: no result in {log}", False
-    return accuracy, None, False
+        return None, f"unfinished: no result in {log}", False, at_init
+    return accuracy, None, False, at_init
 
 
 def _subdirs(folder: Path, prefix: str = "") -> list[Path]:
@@ -215,6 +248,12 @@ def summarize_runs(runs: list[Run], run_name: str, expected: set[int]) -> Stat:
                      {r.seed: r.problem for r in named if r.problem})
 
 
+def summarize_initial(runs: list[Run], run_name: str) -> Stat:
+    """The Stat of the accuracies at initialisation of the runs named ``run_name`` that logged one."""
+    named = [r for r in runs if r.name == run_name and r.initial_accuracy is not None]
+    return summarize({r.seed: r.initial_accuracy for r in named})
+
+
 def harmonic_mean(base: float | None, new: float | None) -> float | None:
     if base is None or new is None:
         return None
@@ -258,6 +297,8 @@ class Base2NewRow:
     new: Stat
     hm: float | None
     hm_std: float | None
+    hm_seeds: int = 0  # seeds with both a base and a new result
+    at_init: Stat | None = None  # base accuracy before training
 
 
 @dataclass
@@ -269,6 +310,7 @@ class Base2NewTable:
     average: dict[str, float | int | None]
     missing: list[str] = field(default_factory=list)
     protocol: str = BASE2NEW
+    logs_at_init: bool = False  # a log of the table has an accuracy at initialisation line
 
 
 @dataclass
@@ -276,6 +318,7 @@ class TransferRow:
     dataset: str
     role: str  # "source" or "target"
     accuracy: Stat
+    at_init: Stat | None = None  # the source's accuracy before training
 
 
 @dataclass
@@ -291,12 +334,15 @@ class TransferTable:
     target_average_std: float | None = None
     target_average_seeds: int = 0
     missing: list[str] = field(default_factory=list)
+    target_average_expected: int = 0  # seeds with a folder for the averaged targets
+    logs_at_init: bool = False  # a log of the table has an accuracy at initialisation line
 
 
 @dataclass
 class FewShotRow:
     dataset: str
     accuracy: dict[str, Stat]  # shots (as in the folder name) -> accuracy
+    at_init: dict[str, Stat] = field(default_factory=dict)  # shots -> accuracy before training
 
 
 @dataclass
@@ -305,34 +351,51 @@ class FewShotTable:
     config: str
     shots: list[str]  # in increasing order
     rows: list[FewShotRow]
-    average: dict[str, dict[str, float | int | None]]  # shots -> mean, std, datasets, seeds
+    average: dict[str, dict[str, float | int | None]]  # shots -> mean, std, datasets, seeds (and at init)
     missing: list[str] = field(default_factory=list)
     protocol: str = FEW_SHOT
+    logs_at_init: bool = False  # a log of the table has an accuracy at initialisation line
+
+
+def average_of(stats: list[Stat]) -> dict[str, float | int | None]:
+    """Mean over ``stats`` of their means (those with one), its std over the per-seed averages of the seeds
+    they all have, how many were averaged, those common seeds and the seeds expected."""
+    present = [s for s in stats if s.mean is not None]
+    by_seed = per_seed_average(present)
+    return {"mean": mean([s.mean for s in present]) if present else None,
+            "std": std_or_none(list(by_seed.values())), "datasets": len(present), "seeds": len(by_seed),
+            "expected_seeds": len(set().union(*(s.expected for s in present))) if present else 0}
 
 
 def build_base2new_row(dataset: str, runs: list[Run]) -> Base2NewRow:
     expected = _seeds(runs)
     base, new = summarize_runs(runs, BASE_RUN, expected), summarize_runs(runs, NEW_RUN, expected)
     per_seed_hm = [harmonic_mean(base.seeds[s], new.seeds[s]) for s in base.seeds if s in new.seeds]
-    return Base2NewRow(dataset, base, new, harmonic_mean(base.mean, new.mean), std_or_none(per_seed_hm))
+    return Base2NewRow(dataset, base, new, harmonic_mean(base.mean, new.mean), std_or_none(per_seed_hm),
+                       len(per_seed_hm), summarize_initial(runs, BASE_RUN))
 
 
 def base2new_average(rows: list[Base2NewRow]) -> dict[str, float | int | None]:
-    """HM of the averaged base and new accuracies, over datasets that have both; std over common seeds."""
+    """HM of the averaged base and new accuracies, over datasets that have both; std over common seeds.
+    The base accuracy at initialisation is averaged over the datasets that have it."""
+    initial = average_of([r.at_init for r in rows if r.at_init is not None])
+    at_init = {"at_init": initial["mean"], "at_init_std": initial["std"], "at_init_datasets": initial["datasets"],
+               "at_init_seeds": initial["seeds"], "at_init_expected_seeds": initial["expected_seeds"]}
     complete = [r for r in rows if r.base.mean is not None and r.new.mean is not None]
     if not complete:
         return {"base": None, "new": None, "hm": None, "datasets": 0,
-                "base_std": None, "new_std": None, "hm_std": None, "seeds": 0}
+                "base_std": None, "new_std": None, "hm_std": None, "seeds": 0, "expected_seeds": 0, **at_init}
     base = mean([r.base.mean for r in complete])
     new = mean([r.new.mean for r in complete])
     base_by_seed = per_seed_average([r.base for r in complete])
     new_by_seed = per_seed_average([r.new for r in complete])
     both = [s for s in base_by_seed if s in new_by_seed]
+    expected = set().union(*(set(r.base.expected) | set(r.new.expected) for r in complete))
     return {"base": base, "new": new, "hm": harmonic_mean(base, new), "datasets": len(complete),
             "base_std": std_or_none([base_by_seed[s] for s in both]),
             "new_std": std_or_none([new_by_seed[s] for s in both]),
             "hm_std": std_or_none([harmonic_mean(base_by_seed[s], new_by_seed[s]) for s in both]),
-            "seeds": len(both)}
+            "seeds": len(both), "expected_seeds": len(expected), **at_init}
 
 
 def build_base2new_table(key: tuple[str, str, str], by_dataset: dict[str, list[Run]]) -> Base2NewTable | None:
@@ -343,7 +406,8 @@ def build_base2new_table(key: tuple[str, str, str], by_dataset: dict[str, list[R
         return None
     missing = [line for row in rows
                for line in missing_lines(f"{row.dataset} base", row.base) + missing_lines(f"{row.dataset} new", row.new)]
-    return Base2NewTable(*key, rows, base2new_average(rows), missing)
+    logged = any(r.at_init is not None for runs in by_dataset.values() for r in runs)
+    return Base2NewTable(*key, rows, base2new_average(rows), missing, logs_at_init=logged)
 
 
 def build_transfer_table(protocol: str, key: tuple[str, str, str], source: str,
@@ -351,14 +415,14 @@ def build_transfer_table(protocol: str, key: tuple[str, str, str], source: str,
     expected = _seeds(runs)
     targets = sorted({r.name[len(TARGET_RUN_PREFIX):] for r in runs
                       if r.name.startswith(TARGET_RUN_PREFIX)}, key=dataset_sort_key)
-    rows = [TransferRow(source, "source", summarize_runs(runs, SOURCE_RUN, expected))]
+    rows = [TransferRow(source, "source", summarize_runs(runs, SOURCE_RUN, expected),
+                        summarize_initial(runs, SOURCE_RUN))]
     rows += [TransferRow(t, "target", summarize_runs(runs, TARGET_RUN_PREFIX + t, expected)) for t in targets]
-    averaged = [r.accuracy for r in rows[1:] if r.accuracy.mean is not None]
-    by_seed = per_seed_average(averaged)
+    average = average_of([r.accuracy for r in rows[1:]])
     missing = [line for r in rows for line in missing_lines(f"{r.dataset} ({r.role})", r.accuracy)]
-    return TransferTable(protocol, *key, source, rows,
-                         mean([a.mean for a in averaged]) if averaged else None, len(averaged),
-                         std_or_none(list(by_seed.values())), len(by_seed), missing)
+    return TransferTable(protocol, *key, source, rows, average["mean"], average["datasets"], average["std"],
+                         average["seeds"], missing, average["expected_seeds"],
+                         any(r.at_init is not None for r in runs))
 
 
 def _shots_key(shots: str) -> tuple[int, str]:
@@ -370,22 +434,22 @@ def build_few_shot_table(key: tuple[str, str], runs: list[Run]) -> FewShotTable:
     shots_values = sorted({r.shots for r in runs}, key=_shots_key)
     rows, missing = [], []
     for dataset in sorted({r.dataset for r in runs}, key=dataset_sort_key):
-        accuracy = {}
+        accuracy, at_init = {}, {}
         for shots in shots_values:
             group = [r for r in runs if r.dataset == dataset and r.shots == shots]
             if group:
                 accuracy[shots] = summarize_runs(group, FEW_SHOT_RUN, _seeds(group))
+                at_init[shots] = summarize_initial(group, FEW_SHOT_RUN)
                 missing += missing_lines(f"{dataset} {shots} shots", accuracy[shots])
-        rows.append(FewShotRow(dataset, accuracy))
+        rows.append(FewShotRow(dataset, accuracy, at_init))
     average = {}
     for shots in shots_values:
-        stats = [row.accuracy[shots] for row in rows
-                 if shots in row.accuracy and row.accuracy[shots].mean is not None]
-        by_seed = per_seed_average(stats)
-        average[shots] = {"mean": mean([s.mean for s in stats]) if stats else None,
-                          "std": std_or_none(list(by_seed.values())),
-                          "datasets": len(stats), "seeds": len(by_seed)}
-    return FewShotTable(*key, shots_values, rows, average, missing)
+        figures = average_of([row.accuracy[shots] for row in rows if shots in row.accuracy])
+        initial = average_of([row.at_init[shots] for row in rows if shots in row.at_init])
+        average[shots] = {**figures, "at_init": initial["mean"], "at_init_std": initial["std"],
+                          "at_init_datasets": initial["datasets"], "at_init_seeds": initial["seeds"],
+                          "at_init_expected_seeds": initial["expected_seeds"]}
+    return FewShotTable(*key, shots_values, rows, average, missing, logs_at_init=any(r.at_init is not None for r in runs))
 
 
 def transfer_protocol(tree: Path) -> str:
@@ -404,7 +468,7 @@ def build_tables(tree: Path, runs: list[Run]) -> list[Base2NewTable | TransferTa
     for run in runs:
         if run.name != FEW_SHOT_RUN:
             groups.setdefault((run.trainer, run.config, run.shots), {}).setdefault(run.dataset, []).append(run)
-    for key in sorted(groups):
+    for key in sorted(groups, key=lambda k: (k[0], k[1], _shots_key(k[2]))):
         by_dataset = groups[key]
         base2new = build_base2new_table(key, by_dataset)
         if base2new is not None:
@@ -434,8 +498,9 @@ def load_reference(path: Path | None) -> dict:
         raise SystemExit(f"error: reference file {path} is not valid JSON: {error}") from None
 
 
-def reference_method_for(trainer: str) -> str:
-    return REFERENCE_NAME_OF_TRAINER.get(trainer, trainer)
+def reference_method_for(table) -> str:
+    """The reference file's name of a table's method: the trainer's, or CLIP's for one that learns nothing."""
+    return ZERO_SHOT_REFERENCE if getattr(table, "shots", None) == ZERO_SHOTS else table.trainer
 
 
 def reference_protocols_for(protocol: str) -> list[str]:
@@ -443,19 +508,11 @@ def reference_protocols_for(protocol: str) -> list[str]:
     return [CROSS_DATASET, DOMAIN_GENERALIZATION] if protocol == TRANSFER else [protocol]
 
 
-def reference_transfer_accuracy(reference: dict, protocol: str, method: str, dataset: str) -> float | None:
+def reference_transfer_entry(reference: dict, protocol: str, method: str) -> dict | None:
     for name in reference_protocols_for(protocol):
-        value = reference.get(name, {}).get(method, {}).get("accuracy", {}).get(dataset)
-        if value is not None:
-            return value
-    return None
-
-
-def reference_transfer_average(reference: dict, protocol: str, method: str) -> float | None:
-    for name in reference_protocols_for(protocol):
-        value = reference.get(name, {}).get(method, {}).get("target_average")
-        if value is not None:
-            return value
+        entry = reference.get(name, {}).get(method)
+        if entry:
+            return entry
     return None
 
 
@@ -463,21 +520,153 @@ def reference_base2new(reference: dict, method: str, dataset: str) -> dict | Non
     return reference.get(BASE2NEW, {}).get(method, {}).get(dataset)
 
 
+def reference_methods(tables: list, reference: dict, requested: list[str] | None) -> list[str]:
+    """The published methods to show: ``requested``, else those of the trainers found, and GOPro."""
+    if requested is not None:
+        return requested
+    wanted = [reference_method_for(t) for t in tables] + ["GOPro"]
+    return list(dict.fromkeys(wanted))
+
+
+@dataclass
+class Published:
+    """One published method's figures over the columns of a comparison, and what could not be compared."""
+
+    method: str
+    cells: dict[str, dict[str, float | None]]  # column -> metric -> figure (None: not published)
+    notes: list[str]
+
+
+def published_base2new(reference: dict, method: str, datasets: list[str],
+                        averaged: list[str] | None = None) -> Published:
+    """Per dataset its published base/new/HM; with several datasets, the average recomputed over ``averaged``
+    (default: all of them; the published average when they are all of its datasets), or none, with a note,
+    when one of them has no published figure."""
+    rows = reference.get(BASE2NEW, {}).get(method, {})
+    averaged = datasets if averaged is None else averaged
+    cells = {d: dict(rows.get(d) or {}) for d in datasets}
+    lacking = [d for d in datasets if not rows.get(d)]
+    notes = []
+    if lacking:
+        unaveraged = len(datasets) > 1 and set(lacking) & set(averaged)
+        notes.append(f"{method} (published): no figure for {', '.join(lacking)} in the reference file"
+                     + ("; so no average over the same datasets" if unaveraged else ""))
+    if len(datasets) > 1:
+        if set(lacking) & set(averaged) or not averaged:
+            cells[AVERAGE] = {}
+        elif set(averaged) == {d for d in rows if d not in ("source", "average")}:
+            cells[AVERAGE] = dict(rows.get("average") or {})
+        else:
+            base = mean([rows[d]["base"] for d in averaged])
+            new = mean([rows[d]["new"] for d in averaged])
+            cells[AVERAGE] = {"base": base, "new": new, "hm": harmonic_mean(base, new)}
+    return Published(method, cells, notes)
+
+
+def commonly_averaged_targets(tables: list[TransferTable], targets: list[str]) -> list[str]:
+    """The targets every table's target average covers when they all cover the same ones, else all of them."""
+    covered = {tuple(r.dataset for r in t.rows if r.role == "target" and r.accuracy.mean is not None)
+               for t in tables}
+    return list(covered.pop()) if len(covered) == 1 else targets
+
+
+def commonly_averaged(tables: list[Base2NewTable], datasets: list[str]) -> list[str]:
+    """The datasets every table's average covers (those with base and new) when they all cover the same ones,
+    else all of ``datasets``: the published average is taken over these."""
+    covered = {tuple(r.dataset for r in t.rows if r.base.mean is not None and r.new.mean is not None)
+               for t in tables}
+    return list(covered.pop()) if len(covered) == 1 else datasets
+
+
+def published_transfer(reference: dict, protocol: str, method: str, source: str, targets: list[str],
+                       averaged: list[str] | None = None) -> Published:
+    """The published source and target figures, and with several targets their average over ``averaged`` (default:
+    all of them; the published average when they are all of its targets), or none, with a note."""
+    averaged = targets if averaged is None else averaged
+    entry = reference_transfer_entry(reference, protocol, method) or {}
+    accuracy = entry.get("accuracy", {})
+    if entry.get("source_dataset", source) != source:
+        return Published(method, {}, [f"{method} (published) learned on {entry['source_dataset']}, not {source}: "
+                                       "its figures are not comparable and are left out"])
+    cells = {d: {"accuracy": accuracy.get(d)} for d in [source, *targets]}
+    lacking = [d for d in [source, *targets] if accuracy.get(d) is None]
+    notes = []
+    if lacking:
+        notes.append(f"{method} (published): no figure for {', '.join(lacking)} in the reference file"
+                     + ("; so no average over the same targets" if len(targets) > 1 and set(lacking) & set(averaged)
+                        else ""))
+    if len(targets) > 1:
+        present = [accuracy[t] for t in averaged if accuracy.get(t) is not None]
+        all_targets = {d for d in accuracy if d != entry.get("source_dataset")}
+        if not averaged or len(present) < len(averaged):
+            figure = None
+        elif set(averaged) == all_targets and entry.get("target_average") is not None:
+            figure = entry["target_average"]
+        else:
+            figure = mean(present)
+        cells[AVERAGE] = {"accuracy": figure}
+    return Published(method, cells, notes)
+
+
+def reference_notes(protocol: str, tables: list, reference: dict, methods: list[str], shown: list[Published],
+                    columns: list[str]) -> list[str]:
+    """What a reader must know to compare the published rows with the measured ones."""
+    if not reference:
+        return []
+    names = reference_protocols_for(protocol)
+    if not any(reference.get(name) for name in names):
+        return [f"The reference file has no published {protocol} figures."]
+    notes = [note for published in shown for note in published.notes]
+    absent = [m for m in methods if not any(m in reference.get(name, {}) for name in names)]
+    if absent:
+        notes.append(f"No published {protocol} figures for {', '.join(absent)} in the reference file.")
+    averaged = len(columns) > 1 and any(AVERAGE in p.cells and p.cells[AVERAGE] for p in shown)
+    if averaged:
+        what = "datasets" if protocol == BASE2NEW else "targets"
+        named = f" ({', '.join(columns)})" if len(columns) <= 6 else ""
+        notes.append(f"Published averages are over the same {len(columns)} {what}{named} as the measured ones, "
+                     "recomputed from the published per-dataset figures (the papers' own averages are over "
+                     "their full lists).")
+    return notes
+
+
 # ---------------------------------------------------------------------------- Markdown
+
+
+AVERAGE = "average"
 
 
 def fmt(value: float | None) -> str:
     return MISSING if value is None else f"{value:.2f}"
 
 
-def fmt_mean_std(value: float | None, std: float | None) -> str:
+def fmt_mean_std(value: float | None, std: float | None, seeds: int = 2) -> str:
+    """``mean ± std``; a figure from one seed (``seeds`` < 2) has no spread, so none is printed."""
     if value is None:
         return MISSING
-    return f"{value:.2f}" + (f" ± {std:.2f}" if std is not None else "")
+    return f"{value:.2f}" + (f" ± {std:.2f}" if std is not None and seeds >= 2 else "")
 
 
 def fmt_stat(stat: Stat) -> str:
-    return fmt_mean_std(stat.mean, stat.std)
+    return fmt_mean_std(stat.mean, stat.std, stat.count)
+
+
+def seed_note(found: int, expected: int) -> str:
+    """``n=3`` when every expected seed has a result, ``2/3`` when not."""
+    return f"n={found}" if found == expected else f"{found}/{expected}"
+
+
+def fmt_figure(value: float | None, std: float | None, found: int, expected: int) -> str:
+    """A comparison cell: ``mean ± std (n=N)``, no spread for one seed, ``— (0/N)`` for none."""
+    if value is None:
+        return MISSING if not expected else f"{MISSING} (0/{expected})"
+    return f"{fmt_mean_std(value, std, found)} ({seed_note(found, expected)})"
+
+
+def fmt_stat_cell(stat: Stat | None) -> str:
+    if stat is None:
+        return MISSING
+    return fmt_figure(stat.mean, stat.std, stat.count, len(stat.expected))
 
 
 def fmt_published_triple(row: dict | None) -> str:
@@ -488,6 +677,10 @@ def fmt_published_triple(row: dict | None) -> str:
 
 def plural(count: int, noun: str) -> str:
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def shots_label(shots: str) -> str:
+    return "zero-shot" if shots == ZERO_SHOTS else plural(int(shots), "shot") if shots.isdigit() else shots
 
 
 def _markdown_rows(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -503,58 +696,218 @@ def missing_markdown(missing: list[str]) -> list[str]:
     return ["", "Seeds without a result:"] + [f"- {line}" for line in missing]
 
 
+def notes_markdown(notes: list[str]) -> list[str]:
+    return ["", *(f"Note: {note}" for note in notes)] if notes else []
+
+
+def _coverage(count: int, total: int, noun: str) -> str:
+    """``; 1 of 2 datasets`` when an average covers fewer columns than the table has."""
+    return "" if count >= total else f"; {count} of {plural(total, noun)}"
+
+
+def _average_cell(value, std, seeds, expected, count, total, noun) -> str:
+    text = fmt_figure(value, std, seeds, expected)
+    return text if value is None or count >= total else f"{text[:-1]}{_coverage(count, total, noun)})"
+
+
+def base2new_comparison(tables: list[Base2NewTable], reference: dict, methods: list[str]) -> list[str]:
+    """A row per trainer/configuration/shots and metric (base, new, HM; base at init where logged), a column per
+    dataset and the average."""
+    datasets = list(dict.fromkeys(d for d in sorted({r.dataset for t in tables for r in t.rows}, key=dataset_sort_key)))
+    averaged = len(datasets) > 1
+    with_init = any(t.logs_at_init for t in tables)
+    header = ["Trainer", "Config", "Shots", "Metric", *datasets]
+    if averaged:
+        header.append(f"Average ({plural(len(datasets), 'dataset')})")
+    metrics = [("base", "Base"), ("new", "New"), ("hm", "HM")] + ([("at_init", "Base at init")] if with_init else [])
+    rows = []
+    for table in tables:
+        by_dataset = {row.dataset: row for row in table.rows}
+        average = table.average
+        for index, (metric, name) in enumerate(metrics):
+            cells = [table.trainer, table.config, table.shots] if index == 0 else ["", "", ""]
+            cells.append(name)
+            for dataset in datasets:
+                row = by_dataset.get(dataset)
+                if row is None:
+                    cells.append(MISSING)
+                elif metric == "hm":
+                    expected = len(set(row.base.expected) | set(row.new.expected))
+                    cells.append(fmt_figure(row.hm, row.hm_std, row.hm_seeds, expected))
+                else:
+                    cells.append(fmt_stat_cell(getattr(row, metric)))
+            if averaged:
+                prefix = "at_init_" if metric == "at_init" else ""
+                value = average[metric]
+                std = average["at_init_std"] if metric == "at_init" else average[f"{metric}_std"]
+                cells.append(_average_cell(value, std, average[f"{prefix}seeds"], average[f"{prefix}expected_seeds"],
+                                           average[f"{prefix}datasets"], len(datasets), "dataset"))
+            rows.append(cells)
+    common = commonly_averaged(tables, datasets)
+    shown = [published_base2new(reference, m, datasets, common) for m in methods if m in reference.get(BASE2NEW, {})]
+    for published in shown:
+        for index, (metric, name) in enumerate(metrics[:3]):
+            cells = [f"{published.method} (published)", "", ""] if index == 0 else ["", "", ""]
+            cells += [name] + [fmt(published.cells[d].get(metric)) for d in datasets]
+            if averaged:
+                value = published.cells[AVERAGE].get(metric)
+                partial = len(common) < len(datasets)
+                cells.append(fmt(value) + (f" ({len(common)} of {plural(len(datasets), 'dataset')})"
+                                           if partial and value is not None else ""))
+            rows.append(cells)
+    title = f"### {BASE2NEW}: every trainer and configuration"
+    notes = reference_notes(BASE2NEW, tables, reference, methods, shown, common)
+    missing = [f"{t.trainer} / {t.config}, {shots_label(t.shots)}: {line}" for t in tables for line in t.missing]
+    return [title, ""] + _markdown_rows(header, rows) + missing_markdown(missing) + notes_markdown(notes)
+
+
+def transfer_comparison(tables: list[TransferTable], reference: dict, methods: list[str]) -> list[str]:
+    """Per protocol and source: a row per trainer/configuration/shots, the source, each target and the target
+    average as columns (the source's accuracy at init where logged)."""
+    lines: list[str] = []
+    for protocol, source in dict.fromkeys((t.protocol, t.source) for t in tables):
+        group = [t for t in tables if (t.protocol, t.source) == (protocol, source)]
+        targets = sorted({r.dataset for t in group for r in t.rows if r.role == "target"}, key=dataset_sort_key)
+        averaged = len(targets) > 1
+        with_init = any(t.logs_at_init for t in group)
+        header = ["Trainer", "Config", "Shots", f"{source} (source)"]
+        header += ["Source at init"] if with_init else []
+        header += targets + ([f"Target average ({plural(len(targets), 'target')})"] if averaged else [])
+        rows = []
+        for table in group:
+            by_dataset = {r.dataset: r for r in table.rows if r.role == "target"}
+            cells = [table.trainer, table.config, table.shots, fmt_stat_cell(table.rows[0].accuracy)]
+            cells += [fmt_stat_cell(table.rows[0].at_init)] if with_init else []
+            cells += [fmt_stat_cell(by_dataset[t].accuracy) if t in by_dataset else MISSING for t in targets]
+            if averaged:
+                cells.append(_average_cell(table.target_average, table.target_average_std,
+                                           table.target_average_seeds, table.target_average_expected,
+                                           table.targets_averaged, len(targets), "target"))
+            rows.append(cells)
+        common = commonly_averaged_targets(group, targets)
+        shown = [published_transfer(reference, protocol, m, source, targets, common) for m in methods
+                 if reference_transfer_entry(reference, protocol, m)]
+        for published in shown:
+            if not published.cells:
+                continue
+            cells = [f"{published.method} (published)", "", "", fmt(published.cells[source]["accuracy"])]
+            cells += [MISSING] if with_init else []
+            cells += [fmt(published.cells[t]["accuracy"]) for t in targets]
+            if averaged:
+                value = published.cells[AVERAGE]["accuracy"]
+                cells.append(fmt(value) + (f" ({len(common)} of {plural(len(targets), 'target')})"
+                                           if value is not None and len(common) < len(targets) else ""))
+            rows.append(cells)
+        notes = reference_notes(protocol, group, reference, methods, shown, common)
+        missing = [f"{t.trainer} / {t.config}, {shots_label(t.shots)}: {line}" for t in group for line in t.missing]
+        lines += ([""] if lines else []) + [f"### {protocol}: every trainer and configuration, source {source}", ""]
+        lines += _markdown_rows(header, rows) + missing_markdown(missing) + notes_markdown(notes)
+    return lines
+
+
+def few_shot_comparison(tables: list[FewShotTable], reference: dict) -> list[str]:
+    """A row per trainer/configuration and dataset (and their average), a column per number of shots; an
+    "at init" row under each where the logs have the accuracy before training."""
+    shots_values = sorted({s for t in tables for s in t.shots}, key=_shots_key)
+    with_init = any(t.logs_at_init for t in tables)
+    header = ["Trainer", "Config", "Dataset"] + (["Metric"] if with_init else []) + [shots_label(s) for s in shots_values]
+    rows = []
+    for table in tables:
+        first = True
+        entries: list[tuple[str, dict, dict | None]] = [(r.dataset, r.accuracy, r.at_init) for r in table.rows]
+        for dataset, accuracy, at_init in entries:
+            for metric, stats in [("accuracy", accuracy)] + ([("at init", at_init)] if with_init else []):
+                cells = [table.trainer, table.config] if first else ["", ""]
+                first = False
+                cells += [dataset if metric == "accuracy" else ""] + ([metric] if with_init else [])
+                cells += [fmt_stat_cell(stats[s]) if s in stats else "" for s in shots_values]
+                rows.append(cells)
+        if len(table.rows) > 1:
+            for metric, prefix in [("accuracy", "")] + ([("at init", "at_init_")] if with_init else []):
+                cells = ["", "", f"**Average** ({plural(len(table.rows), 'dataset')})" if not prefix else ""]
+                cells += [metric] if with_init else []
+                for s in shots_values:
+                    a = table.average.get(s)
+                    if a is None:
+                        cells.append("")
+                        continue
+                    value = a["at_init"] if prefix else a["mean"]
+                    std = a["at_init_std"] if prefix else a["std"]
+                    cells.append(_average_cell(value, std, a[f"{prefix}seeds"], a[f"{prefix}expected_seeds"],
+                                               a[f"{prefix}datasets"], len(table.rows), "dataset"))
+                rows.append(cells)
+    notes = ["The reference file has no published few-shot figures."] if reference else []
+    missing = [f"{t.trainer} / {t.config}: {line}" for t in tables for line in t.missing]
+    title = f"### {FEW_SHOT}: every trainer and configuration"
+    return [title, ""] + _markdown_rows(header, rows) + missing_markdown(missing) + notes_markdown(notes)
+
+
 def base2new_markdown(table: Base2NewTable, reference: dict) -> list[str]:
-    method = reference_method_for(table.trainer)
+    method = reference_method_for(table)
     with_reference = method in reference.get(BASE2NEW, {})
-    header = ["Dataset", "Base", "New", "HM", "Seeds (base, new)"]
+    with_init = table.logs_at_init
+    header = ["Dataset", "Base", "New", "HM", "Seeds (base, new)"] + (["Base at init"] if with_init else [])
     if with_reference:
         header.append(f"Published {method} (B / N / HM)")
     rows = []
     for row in table.rows:
-        cells = [row.dataset, fmt_stat(row.base), fmt_stat(row.new), fmt_mean_std(row.hm, row.hm_std),
+        cells = [row.dataset, fmt_stat(row.base), fmt_stat(row.new), fmt_mean_std(row.hm, row.hm_std, row.hm_seeds),
                  f"{row.base.seed_fraction}, {row.new.seed_fraction}"]
+        cells += [fmt_stat_cell(row.at_init)] if with_init else []
         if with_reference:
             cells.append(fmt_published_triple(reference_base2new(reference, method, row.dataset)))
         rows.append(cells)
     average = table.average
+    seeds = average.get("seeds", 0)
     cells = [f"**Average** ({plural(average['datasets'], 'dataset')})",
-             fmt_mean_std(average["base"], average.get("base_std")),
-             fmt_mean_std(average["new"], average.get("new_std")),
-             fmt_mean_std(average["hm"], average.get("hm_std")),
-             f"{plural(average.get('seeds', 0), 'common seed')}"]
+             fmt_mean_std(average["base"], average.get("base_std"), seeds),
+             fmt_mean_std(average["new"], average.get("new_std"), seeds),
+             fmt_mean_std(average["hm"], average.get("hm_std"), seeds),
+             f"{plural(seeds, 'common seed')}"]
+    cells += [fmt_figure(average["at_init"], average["at_init_std"], average["at_init_seeds"],
+                         average["at_init_expected_seeds"])] if with_init else []
     if with_reference:
-        cells.append(fmt_published_triple(reference_base2new(reference, method, "average")))
+        datasets = [row.dataset for row in table.rows if row.base.mean is not None and row.new.mean is not None]
+        published = published_base2new(reference, method, datasets)
+        cells.append(fmt_published_triple(published.cells.get(AVERAGE) if len(datasets) > 1
+                                          else published.cells.get(datasets[0]) if datasets else None))
     rows.append(cells)
-    title = f"### {BASE2NEW} — {table.trainer} / {table.config}, {table.shots} shots"
+    title = f"### {BASE2NEW} — {table.trainer} / {table.config}, {shots_label(table.shots)}"
     return [title, ""] + _markdown_rows(header, rows) + missing_markdown(table.missing)
 
 
 def transfer_markdown(table: TransferTable, reference: dict) -> list[str]:
-    method = reference_method_for(table.trainer)
-    with_reference = any(method in reference.get(name, {})
-                         for name in reference_protocols_for(table.protocol))
+    method = reference_method_for(table)
+    targets = [r.dataset for r in table.rows if r.role == "target"]
+    averaged = [r.dataset for r in table.rows if r.role == "target" and r.accuracy.mean is not None]
+    published = published_transfer(reference, table.protocol, method, table.source, targets, averaged)
+    with_reference = bool(reference_transfer_entry(reference, table.protocol, method)) and bool(published.cells)
     header = ["Dataset", "Role", "Accuracy", "Seeds"]
     if with_reference:
         header.append(f"Published {method}")
     rows = []
     for row in table.rows:
-        cells = [row.dataset, row.role, fmt_stat(row.accuracy), row.accuracy.seed_fraction]
+        accuracy = fmt_stat(row.accuracy)
+        if table.logs_at_init and row.at_init is not None and row.at_init.count:
+            accuracy += f" (at init {fmt_stat(row.at_init)})"
+        cells = [row.dataset, row.role, accuracy, row.accuracy.seed_fraction]
         if with_reference:
-            cells.append(fmt(reference_transfer_accuracy(reference, table.protocol, method, row.dataset)))
+            cells.append(fmt(published.cells[row.dataset]["accuracy"]))
         rows.append(cells)
     cells = [f"**Target average** ({plural(table.targets_averaged, 'target')})", "",
-             fmt_mean_std(table.target_average, table.target_average_std),
+             fmt_mean_std(table.target_average, table.target_average_std, table.target_average_seeds),
              plural(table.target_average_seeds, "common seed")]
     if with_reference:
-        cells.append(fmt(reference_transfer_average(reference, table.protocol, method)))
+        column = AVERAGE if len(targets) > 1 else targets[0] if targets else None
+        cells.append(fmt(published.cells.get(column, {}).get("accuracy")))
     rows.append(cells)
-    title = (f"### {table.protocol} — {table.trainer} / {table.config}, {table.shots} shots, "
+    title = (f"### {table.protocol} — {table.trainer} / {table.config}, {shots_label(table.shots)}, "
              f"source {table.source}")
     return [title, ""] + _markdown_rows(header, rows) + missing_markdown(table.missing)
 
 
 def few_shot_markdown(table: FewShotTable) -> list[str]:
-    header = ["Dataset"] + [plural(int(k), "shot") if k.isdigit() else k for k in table.shots]
+    header = ["Dataset"] + [shots_label(k) for k in table.shots]
     rows = []
     for row in table.rows:
         cells = [row.dataset]
@@ -565,26 +918,40 @@ def few_shot_markdown(table: FewShotTable) -> list[str]:
     cells = ["**Average**"]
     for shots in table.shots:
         average = table.average[shots]
-        cells.append(f"{fmt_mean_std(average['mean'], average['std'])} "
+        cells.append(f"{fmt_mean_std(average['mean'], average['std'], average['seeds'])} "
                      f"({plural(average['datasets'], 'dataset')}, {plural(average['seeds'], 'common seed')})")
     rows.append(cells)
     title = f"### {FEW_SHOT} — {table.trainer} / {table.config}"
     return [title, ""] + _markdown_rows(header, rows) + missing_markdown(table.missing)
 
 
-def render_markdown(tree: Path, tables: list, reference: dict) -> str:
+def render_markdown(tree: Path, tables: list, reference: dict, methods: list[str] | None = None,
+                    detail: bool = False) -> str:
+    """The comparison table of the tree's protocol and, with ``detail``, one table per trainer/configuration."""
+    chosen = reference_methods(tables, reference, methods)
     lines = [f"# Results: {tree}", ""]
-    for table in tables:
-        if isinstance(table, Base2NewTable):
-            lines += base2new_markdown(table, reference)
-        elif isinstance(table, TransferTable):
-            lines += transfer_markdown(table, reference)
-        else:
-            lines += few_shot_markdown(table)
-        lines.append("")
-    lines.append("Accuracy: top-1 %, mean ± population std over seeds; n/N = seeds with a result / seeds "
-                 "with a folder (few-shot: in brackets). Averages: ± std of the per-seed averages over the "
-                 f"seeds common to every averaged dataset. {MISSING} = no finished run found.")
+    base2new = [t for t in tables if isinstance(t, Base2NewTable)]
+    transfer = [t for t in tables if isinstance(t, TransferTable)]
+    few_shot = [t for t in tables if isinstance(t, FewShotTable)]
+    for group, compare in ((base2new, lambda g: base2new_comparison(g, reference, chosen)),
+                           (transfer, lambda g: transfer_comparison(g, reference, chosen)),
+                           (few_shot, lambda g: few_shot_comparison(g, reference))):
+        if group:
+            lines += compare(group) + [""]
+    if detail:
+        lines += ["## Each trainer and configuration", ""]
+        for table in tables:
+            if isinstance(table, Base2NewTable):
+                lines += base2new_markdown(table, reference)
+            elif isinstance(table, TransferTable):
+                lines += transfer_markdown(table, reference)
+            else:
+                lines += few_shot_markdown(table)
+            lines.append("")
+    lines.append("Accuracy: top-1 %, mean ± population std over seeds; (n=N): all N seeds with a folder have a "
+                 "result, (n/N): n of them do; one seed has no spread. Averages: over datasets (targets), "
+                 "± std of the per-seed averages over the n seeds common to every averaged dataset. "
+                 f"{MISSING} = no finished run found.")
     return "\n".join(lines) + "\n"
 
 
@@ -599,186 +966,155 @@ def tables_as_json(tree: Path, tables: list, reference_path: Path | None) -> dic
     }
 
 
-# ---------------------------------------------------------------------------- plot
+# ---------------------------------------------------------------------------- figure
 
 
-@dataclass
-class BarSeries:
-    """One group of bars: a label and a value per x position (None = no bar)."""
-
-    label: str
-    values: list[float | None]
-    published: bool
+def spread(std: float | None, seeds: int) -> float | None:
+    """The error bar of a figure: its seed std, none for one seed (which has no spread)."""
+    return std if seeds >= 2 else None
 
 
-@dataclass
-class BarPanel:
-    title: str
-    x_labels: list[str]
-    series: list[BarSeries]
+def method_labels(tables: list) -> list[str]:
+    """A label per table: ``trainer / config``, with the shots where learned rows differ in shots; a trainer
+    that learns nothing (0 shots) never carries a number of shots."""
+    learned_shots = {t.shots for t in tables if isinstance(t.shots, str)} - {ZERO_SHOTS}
+    with_shots = len(learned_shots) > 1
+    labels = []
+    for table in tables:
+        label = f"{table.trainer} / {table.config}"
+        shots = getattr(table, "shots", None)
+        if with_shots and isinstance(shots, str) and shots != ZERO_SHOTS:
+            label += f", {shots_label(shots)}"
+        labels.append(label)
+    return labels
 
 
-@dataclass
-class LineSeries:
-    """Accuracy against shots of one trainer/config: mean and seed std at each shots it has."""
+def base2new_panels(tables: list[Base2NewTable], reference: dict, methods: list[str]):
+    """A panel per dataset (and the average over several): a group of bars per method, base, new and HM, each
+    with ± its seed std; published methods' bars hatched."""
+    from tools.results_figures import BarPanel, BarSeries
 
-    label: str
-    shots: list[int]
-    means: list[float]
-    stds: list[float]
-
-
-@dataclass
-class LinePanel:
-    title: str
-    series: list[LineSeries]
-
-
-def _reference_methods(tables: list, reference: dict, requested: list[str] | None) -> list[str]:
-    if requested is not None:
-        return requested
-    wanted = [reference_method_for(t.trainer) for t in tables] + ["GOPro"]
-    return list(dict.fromkeys(wanted))
-
-
-def base2new_panels(tables: list[Base2NewTable], reference: dict, methods: list[str]) -> list[BarPanel]:
-    """One panel per metric (base, new, HM), x = datasets found and the average."""
     datasets = sorted({row.dataset for t in tables for row in t.rows}, key=dataset_sort_key)
-    x_labels = datasets + ["average"]
+    labels = method_labels(tables)
+    common = commonly_averaged(tables, datasets)
+    published = [published_base2new(reference, m, datasets, common) for m in methods
+                 if m in reference.get(BASE2NEW, {})]
+    columns = datasets + ([AVERAGE] if len(datasets) > 1 else [])
     panels = []
-    for metric in ("base", "new", "hm"):
-        series = []
+    for column in columns:
+        series = {metric: BarSeries(name, [], [], []) for metric, name in (("base", "Base"), ("new", "New"),
+                                                                           ("hm", "HM"))}
         for table in tables:
-            by_dataset = {row.dataset: row for row in table.rows}
-            values = [_row_metric(by_dataset.get(d), metric) for d in datasets]
-            values.append(table.average[metric])
-            series.append(BarSeries(f"{table.trainer}/{table.config} {table.shots}-shot", values, False))
-        for method in methods:
-            if method in reference.get(BASE2NEW, {}):
-                values = [(reference_base2new(reference, method, d) or {}).get(metric) for d in x_labels]
-                series.append(BarSeries(f"{method} (published)", values, True))
-        panels.append(BarPanel(f"{BASE2NEW}: {metric if metric != 'hm' else 'HM'}", x_labels, series))
+            row = next((r for r in table.rows if r.dataset == column), None)
+            for metric, bars in series.items():
+                if column == AVERAGE:
+                    value, error, seeds = table.average[metric], table.average[f"{metric}_std"], table.average["seeds"]
+                elif row is None:
+                    value = error = None
+                    seeds = 0
+                elif metric == "hm":
+                    value, error, seeds = row.hm, row.hm_std, row.hm_seeds
+                else:
+                    stat = getattr(row, metric)
+                    value, error, seeds = stat.mean, stat.std, stat.count
+                bars.values.append(value)
+                bars.errors.append(spread(error, seeds))
+                bars.hatched.append(False)
+        for entry in published:
+            for metric, bars in series.items():
+                bars.values.append(entry.cells.get(column, {}).get(metric))
+                bars.errors.append(None)
+                bars.hatched.append(True)
+        x_labels = labels + [f"{entry.method} (published)" for entry in published]
+        title = f"average over {plural(len(common), 'dataset')}" if column == AVERAGE else column
+        panels.append(BarPanel(f"{BASE2NEW}: {title}", x_labels, "method", list(series.values())))
     return panels
 
 
-def _row_metric(row: Base2NewRow | None, metric: str) -> float | None:
-    if row is None:
-        return None
-    return {"base": row.base.mean, "new": row.new.mean, "hm": row.hm}[metric]
+def transfer_panels(tables: list[TransferTable], reference: dict, methods: list[str]):
+    """A panel per protocol and source: the source, each target and the target average (several targets), a bar
+    per method with ± its seed std; published figures hatched."""
+    from tools.results_figures import BarPanel, BarSeries
 
-
-def transfer_panels(tables: list[TransferTable], reference: dict, methods: list[str]) -> list[BarPanel]:
-    """One panel per protocol and source, x = the source, its targets and their average."""
     panels = []
     for protocol, source in dict.fromkeys((t.protocol, t.source) for t in tables):
         group = [t for t in tables if (t.protocol, t.source) == (protocol, source)]
-        datasets = [source] + sorted({r.dataset for t in group for r in t.rows if r.role == "target"},
-                                     key=dataset_sort_key)
+        targets = sorted({r.dataset for t in group for r in t.rows if r.role == "target"}, key=dataset_sort_key)
+        columns = [source] + targets
         series = []
-        for table in group:
-            by_dataset = {r.dataset: r.accuracy.mean for r in table.rows}
-            values = [by_dataset.get(d) for d in datasets] + [table.target_average]
-            series.append(BarSeries(f"{table.trainer}/{table.config} {table.shots}-shot", values, False))
+        for table, label in zip(group, method_labels(group)):
+            by_dataset = {r.dataset: r.accuracy for r in table.rows}
+            values = [by_dataset[d].mean if d in by_dataset else None for d in columns]
+            errors = [spread(by_dataset[d].std, by_dataset[d].count) if d in by_dataset else None for d in columns]
+            if len(targets) > 1:
+                values.append(table.target_average)
+                errors.append(spread(table.target_average_std, table.target_average_seeds))
+            series.append(BarSeries(label, values, errors, [False] * len(values)))
+        common = commonly_averaged_targets(group, targets)
         for method in methods:
-            values = [reference_transfer_accuracy(reference, protocol, method, d) for d in datasets]
-            values.append(reference_transfer_average(reference, protocol, method))
-            if any(v is not None for v in values):
-                series.append(BarSeries(f"{method} (published)", values, True))
-        panels.append(BarPanel(f"{protocol}: source {source}", datasets + ["target avg"], series))
+            if not reference_transfer_entry(reference, protocol, method):
+                continue
+            entry = published_transfer(reference, protocol, method, source, targets, common)
+            if not entry.cells:
+                continue
+            values = [entry.cells[d]["accuracy"] for d in columns]
+            values += [entry.cells[AVERAGE]["accuracy"]] if len(targets) > 1 else []
+            series.append(BarSeries(f"{method} (published)", values, [None] * len(values), [True] * len(values)))
+        x_labels = [f"{source} (source)"] + targets + (["target average"] if len(targets) > 1 else [])
+        panels.append(BarPanel(f"{protocol}: learned on {source}", x_labels, "dataset", series))
     return panels
 
 
-def few_shot_panels(tables: list[FewShotTable]) -> list[LinePanel]:
+def few_shot_panels(tables: list[FewShotTable]):
     """One panel per dataset, and the average over datasets when there are several; a line per table."""
+    from tools.results_figures import LinePanel, LineSeries
+
     datasets = sorted({row.dataset for t in tables for row in t.rows}, key=dataset_sort_key)
+    labels = method_labels(tables)
     panels = []
     for dataset in datasets:
         series = []
-        for table in tables:
+        for table, label in zip(tables, labels):
             row = next((r for r in table.rows if r.dataset == dataset), None)
-            points = [(int(k), s.mean, s.std) for k, s in (row.accuracy.items() if row else ())
+            points = [(int(k), s.mean, s.std or 0.0) for k, s in (row.accuracy.items() if row else ())
                       if k.isdigit() and s.mean is not None]
             if points:
-                series.append(LineSeries(f"{table.trainer}/{table.config}", *map(list, zip(*sorted(points)))))
+                series.append(LineSeries(label, *map(list, zip(*sorted(points)))))
         panels.append(LinePanel(f"{FEW_SHOT}: {dataset}", series))
     if len(datasets) > 1:
         series = []
-        for table in tables:
+        for table, label in zip(tables, labels):
             points = [(int(k), a["mean"], a["std"] or 0.0) for k, a in table.average.items()
                       if k.isdigit() and a["mean"] is not None]
             if points:
-                series.append(LineSeries(f"{table.trainer}/{table.config}", *map(list, zip(*sorted(points)))))
-        panels.append(LinePanel(f"{FEW_SHOT}: average over datasets", series))
+                series.append(LineSeries(label, *map(list, zip(*sorted(points)))))
+        panels.append(LinePanel(f"{FEW_SHOT}: average over {plural(len(datasets), 'dataset')}", series))
     return panels
 
 
-def _draw_bars(axis, panel: BarPanel) -> None:
-    bar_width = 0.8 / max(1, len(panel.series))
-    for index, bars in enumerate(panel.series):
-        positions = [x + (index - (len(panel.series) - 1) / 2) * bar_width
-                     for x, v in enumerate(bars.values) if v is not None]
-        heights = [v for v in bars.values if v is not None]
-        axis.bar(positions, heights, bar_width, label=bars.label,
-                 hatch="//" if bars.published else None, alpha=0.6 if bars.published else 1.0)
-    axis.set_xticks(range(len(panel.x_labels)))
-    axis.set_xticklabels(panel.x_labels, rotation=30, ha="right", fontsize=8)
-    axis.set_ylim(0, 100)
-
-
-def _draw_lines(axis, panel: LinePanel) -> None:
-    """Accuracy against shots, shots evenly spaced as in CoOp's figure; the band is ± the seed std."""
-    shots = sorted({k for line in panel.series for k in line.shots})
-    position = {k: i for i, k in enumerate(shots)}
-    for line in panel.series:
-        xs = [position[k] for k in line.shots]
-        low = [m - s for m, s in zip(line.means, line.stds)]
-        high = [m + s for m, s in zip(line.means, line.stds)]
-        if len(xs) == 1:  # e.g. zero-shot CLIP at 0 shots: a point with its spread
-            axis.errorbar(xs, line.means, yerr=line.stds, fmt="*", markersize=10, capsize=3, label=line.label)
-            continue
-        (drawn,) = axis.plot(xs, line.means, marker="o", label=line.label)
-        axis.fill_between(xs, low, high, color=drawn.get_color(), alpha=0.2, linewidth=0)
-    axis.set_xticks(range(len(shots)))
-    axis.set_xticklabels([str(k) for k in shots])
-    axis.set_xlabel("training images per class (shots)")
-
-
-def plot_panels(panels: list[BarPanel | LinePanel], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only; no display on servers
-    import matplotlib.pyplot as plt
-
-    widths = [0.9 * len(p.x_labels) for p in panels if isinstance(p, BarPanel)]
-    width_inches = max([8.0] + widths)
-    figure, axes = plt.subplots(len(panels), 1, figsize=(width_inches, 3.2 * len(panels)), squeeze=False)
-    for axis, panel in zip(axes[:, 0], panels):
-        if isinstance(panel, BarPanel):
-            _draw_bars(axis, panel)
-        else:
-            _draw_lines(axis, panel)
-        axis.set_title(panel.title)
-        axis.set_ylabel("top-1 accuracy (%)")
-        axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside the plot
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-
-
-def plot_tables(tables: list, reference: dict, methods: list[str] | None, path: Path) -> None:
-    chosen = _reference_methods(tables, reference, methods)
+def figure_panels(tables: list, reference: dict, methods: list[str] | None) -> tuple[list, int]:
+    """The panels of the tree's figure and how many go side by side."""
+    chosen = reference_methods(tables, reference, methods)
     base2new = [t for t in tables if isinstance(t, Base2NewTable)]
     transfer = [t for t in tables if isinstance(t, TransferTable)]
     few_shot = [t for t in tables if isinstance(t, FewShotTable)]
-    panels: list[BarPanel | LinePanel] = []
+    panels: list = []
     if base2new:
         panels += base2new_panels(base2new, reference, chosen)
     if transfer:
         panels += transfer_panels(transfer, reference, chosen)
     if few_shot:
         panels += few_shot_panels(few_shot)
-    plot_panels(panels, path)
+    bars = max((len(p.x_labels) * len(p.series) for p in panels if hasattr(p, "x_labels")), default=0)
+    return panels, 1 if bars > 24 else 2 if bars > 9 or not bars else 3
+
+
+def plot_tables(tables: list, reference: dict, methods: list[str] | None, path: Path) -> list[Path]:
+    """Draw the tree's figure; returns the files written (PNG and PDF)."""
+    from tools.results_figures import draw_figure, save_figure
+
+    panels, columns = figure_panels(tables, reference, methods)
+    return save_figure(draw_figure(panels, columns), path)
 
 
 # ---------------------------------------------------------------------------- CLI
@@ -788,12 +1124,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("tree", type=Path, help="an output tree of one task, e.g. output/base2new")
+    parser.add_argument("--detail", action="store_true",
+                        help="also print one table per trainer/configuration (per-dataset seeds, published rows)")
     parser.add_argument("--reference", type=Path, default=None,
                         help="published rows to show beside the results, e.g. tools/reference_results.json")
     parser.add_argument("--reference-methods", default=None,
-                        help="comma-separated methods of the reference file to plot "
+                        help="comma-separated methods of the reference file to show "
                              "(default: the trainers found, and GOPro)")
-    parser.add_argument("--plot", type=Path, default=None, help="PNG path (default: TREE/results.png)")
+    parser.add_argument("--plot", type=Path, default=None,
+                        help="PNG path (default: TREE/results.png); a PDF is written beside it")
     return parser.parse_args(argv)
 
 
@@ -815,21 +1154,20 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if not any(run.accuracy is not None for run in runs):
         print(f"error: no results under {tree}: expected "
-              "<TRAINER>/<CFG>/<DATASET>/shots_<K>/seed<S>/<RUN>/log.txt with a '* accuracy:' line "
+              "<TRAINER>/<CONFIG>/<DATASET>/shots_<K>/seed<S>/<RUN>/log.txt with a '* accuracy:' line "
               "after '=> result' (written by scripts/train.sh and scripts/test.sh)", file=sys.stderr)
         return 1
     reference = load_reference(args.reference)
     methods = [m.strip() for m in args.reference_methods.split(",")] if args.reference_methods else None
     tables = build_tables(tree, runs)
-    markdown = render_markdown(tree, tables, reference)
+    markdown = render_markdown(tree, tables, reference, methods, args.detail)
     print(markdown, end="")
     (tree / "results.md").write_text(markdown, encoding="utf-8")
     with open(tree / "results.json", "w", encoding="utf-8") as handle:
         # allow_nan=False: every figure was checked, so a NaN here would be a bug, never a table entry.
         json.dump(tables_as_json(tree, tables, args.reference), handle, indent=2, allow_nan=False)
-    plot_path = args.plot or tree / "results.png"
-    plot_tables(tables, reference, methods, plot_path)
-    print(f"wrote {tree / 'results.md'}, {tree / 'results.json'} and {plot_path}")
+    written = plot_tables(tables, reference, methods, args.plot or tree / "results.png")
+    print(f"wrote {tree / 'results.md'}, {tree / 'results.json'}, {' and '.join(str(p) for p in written)}")
     return 0
 
 
