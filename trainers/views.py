@@ -1,4 +1,4 @@
-"""GOPro's augmented views, made in the data pipeline from the decoded image (DESIGN.md decision 4).
+"""GOPro's augmented views, made in the data pipeline from the decoded image.
 
 Both extra views sample exactly as the public code does; their parameters live under ``INPUT.VIEWS``.
 All randomness comes from torch's global generator, which a seeded run's training data pipeline seeds per
