@@ -121,7 +121,7 @@ def test_seeded_draws_ignore_the_global_generators_and_leave_them_alone(monkeypa
     assert torch.equal(after[0], untouched[0]) and after[1:] == untouched[1:]  # the caller's streams go on as if
     with sample_rng(key):
         assert torch.equal(torch.rand(3), inside[0]) and random.random() == inside[1] and np.random.rand() == inside[2]
-    for other in (key._replace(seed=4), key._replace(epoch=1), key._replace(index=6)):
+    for other in (key._replace(seed=4), key._replace(epoch=1), key._replace(index=6), key._replace(stream=1)):
         with sample_rng(other):
             assert not torch.equal(torch.rand(3), inside[0]), other
 
@@ -146,6 +146,9 @@ def test_a_seeded_sequential_loader_keys_its_samples_too(items):
     assert list(loader.batch_sampler)[0][0] == SampleKey(3, 1, 0)  # without set_epoch: the next epoch
     loader.batch_sampler.load_state_dict({"epoch": 0})
     assert list(loader.batch_sampler)[0][0] == SampleKey(3, 0, 0)
+    unlabelled = build_data_loader(cfg, "SequentialSampler", items, batch_size=BATCH, tfm=_transforms(cfg),
+                                   is_train=True, split="train_u")
+    assert list(unlabelled.batch_sampler)[0][0] == SampleKey(3, 0, 0, stream=1)  # apart from the labelled sample 0
     evaluation = build_data_loader(cfg, "SequentialSampler", items, batch_size=BATCH, tfm=_transforms(cfg),
                                    is_train=False)
     assert not isinstance(evaluation.batch_sampler, SeededSampleBatches)  # evaluation draws nothing

@@ -1,4 +1,4 @@
-"""Under torchrun a user error is one line from rank 0 and a non-zero exit; a start whose peers never come is bounded."""
+"""Under torchrun a user error is one line from rank 0 and a non-zero exit; a start without its peers is bounded."""
 from __future__ import annotations
 
 import os

@@ -219,6 +219,7 @@ def build_data_loader(
     )
 
     seeded = is_train and cfg.SEED >= 0  # each sample's draws come from (SEED, epoch, index): see sample_rng
+    stream = 1 if split == "train_u" else 0  # the unlabelled loader's sample i draws apart from the labelled one's
     global_batches = is_train and (distributed or (cfg.SEED >= 0 and sampler_type == "RandomSampler"))
     if global_batches:
         if sampler_type not in ("RandomSampler", "SequentialSampler"):
@@ -236,7 +237,7 @@ def build_data_loader(
             world_size=get_world_size(),
         )
         if seeded:
-            batch_sampler = SeededSampleBatches(batch_sampler, cfg.SEED)
+            batch_sampler = SeededSampleBatches(batch_sampler, cfg.SEED, stream)
         return DataLoader(wrapper, batch_sampler=batch_sampler, **loader_kwargs)
 
     if distributed:  # evaluation: disjoint shards, no padding duplicates; the engine reduces counts
@@ -246,7 +247,7 @@ def build_data_loader(
             sampler_type, cfg=cfg, data_source=data_source, batch_size=batch_size, n_domain=n_domain, n_ins=n_ins
         )
     if seeded:
-        batches = SeededSampleBatches(BatchSampler(sampler, batch_size, drop_last), cfg.SEED)
+        batches = SeededSampleBatches(BatchSampler(sampler, batch_size, drop_last), cfg.SEED, stream)
         loader = DataLoader(wrapper, batch_sampler=batches, **loader_kwargs)
     else:
         loader = DataLoader(wrapper, batch_size=batch_size, sampler=sampler, drop_last=drop_last, **loader_kwargs)

@@ -20,16 +20,18 @@ __all__ = ["SampleKey", "sample_rng"]
 
 
 class SampleKey(NamedTuple):
-    """One sample of one epoch of a run seeded with ``seed`` (``index`` into the dataset)."""
+    """One sample of one epoch of a run seeded with ``seed`` (``index`` into the dataset of loader ``stream``:
+    0 for the labelled training data, 1 for the unlabelled, so equal indices of the two draw differently)."""
 
     seed: int
     epoch: int
     index: int
+    stream: int = 0
 
 
 def _seeds(key: SampleKey) -> tuple[int, int, list[int]]:
-    """Independent seeds for torch, python and numpy, hashed from the key (SeedSequence mixes all three)."""
-    words = [int(w) for w in np.random.SeedSequence((key.seed, key.epoch, key.index)).generate_state(6)]
+    """Independent seeds for torch, python and numpy, hashed from the key (SeedSequence mixes its fields)."""
+    words = [int(w) for w in np.random.SeedSequence((key.seed, key.epoch, key.index, key.stream)).generate_state(6)]
     return (words[0] << 32) | words[1], (words[2] << 32) | words[3], words[4:]
 
 

@@ -204,17 +204,18 @@ class GlobalBatchSampler(Sampler[list[int]]):
 
 
 class SeededSampleBatches(Sampler[list[SampleKey]]):
-    """The batches of the batch sampler ``batches``, each index as ``SampleKey(seed, epoch, index)``.
+    """The batches of the batch sampler ``batches``, each index as ``SampleKey(seed, epoch, index, stream)``.
 
     The epoch comes from ``set_epoch`` (and is passed on to ``batches``); without it, every new
     iteration is the next epoch. ``state_dict`` holds that epoch for the run's checkpoint.
     """
 
-    def __init__(self, batches, seed: int):
+    def __init__(self, batches, seed: int, stream: int = 0):
         if seed < 0:
             raise ValueError(f"SeededSampleBatches needs a seed >= 0, got {seed}")
         self.batches = batches
         self.seed = seed
+        self.stream = stream
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -226,7 +227,7 @@ class SeededSampleBatches(Sampler[list[SampleKey]]):
         if hasattr(self.batches, "set_epoch"):
             self.batches.set_epoch(epoch)
         for batch in self.batches:
-            yield [SampleKey(self.seed, epoch, int(index)) for index in batch]
+            yield [SampleKey(self.seed, epoch, int(index), self.stream) for index in batch]
 
     def __len__(self) -> int:
         return len(self.batches)
