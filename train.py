@@ -218,7 +218,9 @@ def cli(argv: list[str] | None = None) -> int:
     except Exception as err:
         if debug or not _is_user_error(err):
             raise
-        message = f"error: {_one_message(err)}"
+        from dassl.engine.distributed import user_error_prefix
+
+        message = f"error: {user_error_prefix()}{_one_message(err)}"  # under torchrun, rank 0 alone prints it
         print(message, file=sys.stderr)
         print(f"(run with --debug or {DEBUG_ENV}=1 for the traceback)", file=sys.stderr)
         logger_module = sys.modules.get("dassl.utils.logger")

@@ -1,7 +1,8 @@
-"""GOPro's augmented views, made in the data pipeline (DataLoader workers) from the decoded image.
+"""GOPro's augmented views, made in the data pipeline from the decoded image.
 
 Both extra views sample exactly as the public code does; their parameters live under ``INPUT.VIEWS``.
-All randomness comes from torch's generator, so a seed fixes the views and DataLoader workers differ.
+All randomness comes from torch's global generator, which a seeded run's training data pipeline seeds per
+sample from (SEED, epoch, sample index), so a sample's views do not depend on the process or worker reading it.
 """
 from __future__ import annotations
 

@@ -9,12 +9,13 @@ from collections.abc import Sequence
 import torch
 import torch.distributed as dist
 from PIL import Image, UnidentifiedImageError
-from torch.utils.data import DataLoader
+from torch.utils.data import BatchSampler, DataLoader
 from torch.utils.data import Dataset as TorchDataset
 from torchvision.transforms import v2
 
 from dassl.data.datasets import build_dataset
-from dassl.data.samplers import GlobalBatchSampler, ShardSampler, build_sampler
+from dassl.data.sample_rng import SampleKey, sample_rng
+from dassl.data.samplers import GlobalBatchSampler, SeededSampleBatches, ShardSampler, build_sampler
 from dassl.data.transforms import INTERPOLATION_MODES, build_transform, to_tensor
 from dassl.utils.distributed import get_rank, get_world_size, is_distributed
 from dassl.utils.errors import UserError
@@ -70,6 +71,8 @@ class DatasetWrapper(TorchDataset):
 
     ``transform`` may be one transform (``img``), a list (``img``, ``img2``, ...) or a dict whose
     keys become the batch keys. With ``K_TRANSFORMS > 1`` (training only) each view is a list of K.
+    A ``SampleKey`` instead of an index (a seeded run's training sampler) runs the transforms on
+    generators seeded by the key: the sample's own randomness.
     """
 
     def __init__(self, cfg, data_source: Sequence, transform=None, is_train: bool = False):
@@ -146,7 +149,13 @@ class DatasetWrapper(TorchDataset):
         views = [tfm(img0) for _ in range(self.k_tfm)]
         return views[0] if len(views) == 1 else views
 
-    def __getitem__(self, idx: int) -> dict:
+    def __getitem__(self, key: int | SampleKey) -> dict:
+        if isinstance(key, SampleKey):
+            with sample_rng(key):
+                return self._load(key.index)
+        return self._load(key)
+
+    def _load(self, idx: int) -> dict:
         idx, img0 = self._read_or_substitute(idx)
         item = self.data_source[idx]
         output = {"label": item.label, "domain": item.domain, "impath": item.impath, "index": idx}
@@ -193,6 +202,7 @@ def build_data_loader(
 
     Training with RandomSampler and ``cfg.SEED >= 0``, or any training under DDP, uses the
     GlobalBatchSampler (``batch_size`` is the global batch); DDP evaluation gives each rank a shard.
+    Training with ``cfg.SEED >= 0`` keys every sample with (SEED, epoch, index): see ``sample_rng``.
     """
     split_name = split or ("train" if is_train else "evaluation")
     if data_source is None or len(data_source) == 0:
@@ -208,6 +218,8 @@ def build_data_loader(
         pin_memory=torch.cuda.is_available() and cfg.USE_CUDA,
     )
 
+    seeded = is_train and cfg.SEED >= 0  # each sample's draws come from (SEED, epoch, index): see sample_rng
+    stream = 1 if split == "train_u" else 0  # the unlabelled loader's sample i draws apart from the labelled one's
     global_batches = is_train and (distributed or (cfg.SEED >= 0 and sampler_type == "RandomSampler"))
     if global_batches:
         if sampler_type not in ("RandomSampler", "SequentialSampler"):
@@ -224,6 +236,8 @@ def build_data_loader(
             rank=get_rank(),
             world_size=get_world_size(),
         )
+        if seeded:
+            batch_sampler = SeededSampleBatches(batch_sampler, cfg.SEED, stream)
         return DataLoader(wrapper, batch_sampler=batch_sampler, **loader_kwargs)
 
     if distributed:  # evaluation: disjoint shards, no padding duplicates; the engine reduces counts
@@ -232,7 +246,11 @@ def build_data_loader(
         sampler = build_sampler(
             sampler_type, cfg=cfg, data_source=data_source, batch_size=batch_size, n_domain=n_domain, n_ins=n_ins
         )
-    loader = DataLoader(wrapper, batch_size=batch_size, sampler=sampler, drop_last=drop_last, **loader_kwargs)
+    if seeded:
+        batches = SeededSampleBatches(BatchSampler(sampler, batch_size, drop_last), cfg.SEED, stream)
+        loader = DataLoader(wrapper, batch_sampler=batches, **loader_kwargs)
+    else:
+        loader = DataLoader(wrapper, batch_size=batch_size, sampler=sampler, drop_last=drop_last, **loader_kwargs)
     if len(loader) == 0 and not distributed:
         raise ValueError(
             f'The {split_name} loader of dataset "{cfg.DATASET.NAME}" has no batch '

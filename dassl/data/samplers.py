@@ -1,5 +1,6 @@
-"""Index samplers: torch's Random/Sequential, Dassl's domain and class samplers, and the
-seeded global-batch sampler that gives every DDP rank its slice of one process's batches.
+"""Index samplers: torch's Random/Sequential, Dassl's domain and class samplers, the seeded
+global-batch sampler that gives every DDP rank its slice of one process's batches, and the wrapper
+that keys a seeded run's training samples with (seed, epoch, index).
 """
 from __future__ import annotations
 
@@ -14,12 +15,15 @@ from torch.utils.data import RandomSampler, Sampler, SequentialSampler
 
 from dassl.utils.errors import ConfigError
 
+from .sample_rng import SampleKey
+
 __all__ = [
     "AVAILABLE_SAMPLERS",
     "RandomDomainSampler",
     "SeqDomainSampler",
     "RandomClassSampler",
     "GlobalBatchSampler",
+    "SeededSampleBatches",
     "ShardSampler",
     "build_sampler",
 ]
@@ -197,6 +201,42 @@ class GlobalBatchSampler(Sampler[list[int]]):
 
     def __len__(self) -> int:
         return len(self._global_batches(list(range(self.num_samples))))
+
+
+class SeededSampleBatches(Sampler[list[SampleKey]]):
+    """The batches of the batch sampler ``batches``, each index as ``SampleKey(seed, epoch, index, stream)``.
+
+    The epoch comes from ``set_epoch`` (and is passed on to ``batches``); without it, every new
+    iteration is the next epoch. ``state_dict`` holds that epoch for the run's checkpoint.
+    """
+
+    def __init__(self, batches, seed: int, stream: int = 0):
+        if seed < 0:
+            raise ValueError(f"SeededSampleBatches needs a seed >= 0, got {seed}")
+        self.batches = batches
+        self.seed = seed
+        self.stream = stream
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[list[SampleKey]]:
+        epoch = self.epoch
+        self.epoch += 1
+        if hasattr(self.batches, "set_epoch"):
+            self.batches.set_epoch(epoch)
+        for batch in self.batches:
+            yield [SampleKey(self.seed, epoch, int(index), self.stream) for index in batch]
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch = int(state["epoch"])
 
 
 class ShardSampler(Sampler[int]):

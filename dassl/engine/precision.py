@@ -2,12 +2,15 @@
 
 ``auto`` (every trainer's default) picks bf16 autocast where the device does it fast (a CUDA GPU with
 bf16; a CPU whose flags show AMX or AVX-512 bf16) and fp32 elsewhere. ``fp32`` is the bit-exact reference.
+A CPU runs ``fp16``/``amp`` in fp32 unless ``GOPRO_TEST_CPU_FP16=1`` is set: a test-only switch that runs
+them there as on a GPU (fp16 autocast, a GradScaler on the CPU) so their machinery is tested without one.
 """
 from __future__ import annotations
 
 import contextlib
 import functools
 import logging
+import os
 
 import torch
 
@@ -16,6 +19,8 @@ from dassl.utils.errors import ConfigError
 __all__ = [
     "PRECISIONS",
     "FAST_BF16_CPU_FLAGS",
+    "CPU_FP16_ENV",
+    "cpu_fp16_forced",
     "check_precision",
     "choose_precision",
     "resolve_precision",
@@ -31,6 +36,12 @@ PRECISIONS = ("auto", "fp32", "fp16", "amp", "bf16")
 # CPU feature flags (as /proc/cpuinfo names them) under which bf16 matrix products beat fp32.
 FAST_BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
 CPUINFO = "/proc/cpuinfo"
+CPU_FP16_ENV = "GOPRO_TEST_CPU_FP16"  # test-only: "1" runs fp16/amp on the CPU as on a GPU
+
+
+def cpu_fp16_forced() -> bool:
+    """Whether the test-only switch ``GOPRO_TEST_CPU_FP16=1`` makes a CPU run ``fp16``/``amp`` in fp16."""
+    return os.environ.get(CPU_FP16_ENV, "") == "1"
 
 
 def check_precision(prec: str, key: str = "PREC") -> str:
@@ -60,7 +71,8 @@ def _cuda_bf16(device: torch.device) -> bool:
 def choose_precision(prec: str, device: torch.device | str) -> tuple[str, str]:
     """(resolved precision ``fp32``/``fp16``/``bf16``, the reason) for a PREC value on ``device``.
 
-    ``amp`` and ``fp16`` both mean fp16 autocast with loss scaling; the CPU runs them in fp32.
+    ``amp`` and ``fp16`` both mean fp16 autocast with loss scaling; the CPU runs them in fp32 (in fp16
+    under the test-only ``GOPRO_TEST_CPU_FP16=1``).
     """
     prec = check_precision((prec or "auto").lower())
     device = torch.device(device)
@@ -78,6 +90,8 @@ def choose_precision(prec: str, device: torch.device | str) -> tuple[str, str]:
             if fast:
                 return "bf16", f"PREC auto: the CPU has {', '.join(fast)}"
             return "fp32", f"PREC auto: the CPU has none of {', '.join(FAST_BF16_CPU_FLAGS)}"
+        if cpu_fp16_forced() and prec in ("fp16", "amp"):
+            return "fp16", f"PREC {prec} on the CPU, forced by {CPU_FP16_ENV}=1 (a test-only switch)"
         if prec == "bf16":
             why = f"the CPU has {', '.join(fast)}" if fast else "slow here: the CPU has no bf16 instructions"
             return "bf16", f"PREC bf16 ({why})"
@@ -91,6 +105,8 @@ def resolve_precision(prec: str, device: torch.device | str) -> str:
     requested = (prec or "auto").lower()
     if requested in ("fp16", "amp") and resolved == "fp32":
         logger.warning(f'Precision "{requested}" is not supported on CPU; training in fp32 instead')
+    elif resolved == "fp16" and torch.device(device).type == "cpu":
+        logger.warning(f"Precision: {resolved} ({reason})")
     else:
         logger.info(f"Precision: {resolved} ({reason})")
     return resolved

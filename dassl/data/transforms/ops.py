@@ -1,4 +1,8 @@
-"""Image operations torchvision does not provide, in Dassl's semantics (torch RNG, so workers differ)."""
+"""Image operations torchvision does not provide, in Dassl's semantics.
+
+They draw from torch's global generator, as torchvision's transforms do; in a seeded run's training
+``DatasetWrapper`` seeds it per sample (``dassl.data.sample_rng``).
+"""
 from __future__ import annotations
 
 import torch
