@@ -175,6 +175,8 @@ _C.TEST.COMPUTE_CMAT = False
 _C.TEST.NO_TEST = False
 _C.TEST.SPLIT = "test"  # test | val
 _C.TEST.FINAL_MODEL = "last_step"  # last_step | best_val
+# Evaluate the untrained model on TEST.SPLIT before the first step of a fresh run (never on resume).
+_C.TEST.AT_START = False
 
 ###########################
 # Trainer

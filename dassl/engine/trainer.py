@@ -26,7 +26,6 @@ from dassl.evaluation import build_evaluator
 from dassl.utils import (
     AverageMeter,
     ConfigError,
-    MetricMeter,
     NonFiniteError,
     mkdir_if_missing,
     resume_from_checkpoint,
@@ -46,8 +45,9 @@ from .distributed import (
 )
 from .interrupt import StopRequest
 from .precision import autocast_context, build_grad_scaler, requested_precision, resolve_precision
+from .ranks import StepTerms, describe_ranks, sum_across_ranks
 from .resume import RunStateMixin, check_resumable_config
-from .run_state import last_checkpoint_path
+from .run_state import capture_rng_state, holds_checkpoints, last_checkpoint_path, restore_rng_state
 
 __all__ = ["TrainerBase", "SimpleTrainer", "TrainerX", "check_resumable_config"]
 
@@ -57,6 +57,15 @@ def _progress_disabled() -> bool | None:
     """tqdm's ``disable``: no bar off rank 0, nor (None) when stderr is not a terminal, so a log file
     gets the per-step lines alone, never bars interleaved with them."""
     return None if is_main_process() else True
+
+
+def _batch_images(batch) -> int:
+    """The number of images of a training batch on this rank (its labels'), 1 when it cannot be told."""
+    if isinstance(batch, dict):
+        for key in ("label", "img"):
+            if torch.is_tensor(batch.get(key)):
+                return int(batch[key].shape[0])
+    return 1
 
 
 class TrainerBase:
@@ -262,6 +271,7 @@ class SimpleTrainer(RunStateMixin, TrainerBase):
         self.build_model()
         for model in self._models.values():
             broadcast_module(model)  # every rank starts from rank 0's weights
+        self._log_ranks(cfg)
         self.evaluator = build_evaluator(cfg, lab2cname=self.lab2cname)
         self.best_result = -np.inf
         evaluate.check_final_model(cfg, has_val=self.val_loader is not None)
@@ -280,6 +290,12 @@ class SimpleTrainer(RunStateMixin, TrainerBase):
 
     def check_cfg(self, cfg):
         """Hook for trainers to assert on the config before anything is built."""
+
+    def _log_ranks(self, cfg) -> None:
+        """Say once, at start, how a distributed run splits its work (every rank takes part; rank 0 logs)."""
+        line = describe_ranks(self.device, cfg.DATALOADER.TRAIN_X.BATCH_SIZE, cfg.DATALOADER.TEST.BATCH_SIZE)
+        if line:
+            logger.info(line)
 
     def build_data_loader(self, custom_tfm_train=None, custom_tfm_test=None):
         """Build the DataManager and expose its loaders; trainers pass their own transforms (e.g. views)."""
@@ -325,11 +341,20 @@ class SimpleTrainer(RunStateMixin, TrainerBase):
 
     def before_train(self):
         directory = self.cfg.RESUME or self.output_dir
+        fresh_start = not holds_checkpoints(directory)
         self.start_epoch = self.resume_run_if_exist(directory)
         if is_main_process():
             writer_dir = osp.join(self.output_dir, "tensorboard")
             mkdir_if_missing(writer_dir)
             self.init_writer(writer_dir)
+        if self.cfg.TEST.AT_START:
+            if fresh_start:
+                self.test_at_start()
+            else:
+                logger.info(
+                    "TEST.AT_START: no evaluation at initialisation, the run resumes (the accuracy at "
+                    "initialisation is in the log of its first attempt)"
+                )
         self._stop.install()
         self.time_start = time.time()
 
@@ -383,17 +408,7 @@ class SimpleTrainer(RunStateMixin, TrainerBase):
         """Evaluate on ``split`` (default ``TEST.SPLIT``) and return the first metric (accuracy)."""
         self.set_model_mode("eval")
         self.evaluator.reset()
-        if split is None:
-            split = self.cfg.TEST.SPLIT
-        if split == "val":
-            if self.val_loader is None:
-                raise ConfigError(
-                    f'Cannot evaluate on the val split: dataset "{self.cfg.DATASET.NAME}" has no validation data'
-                )
-            data_loader = self.val_loader
-        else:
-            split = "test"
-            data_loader = self.test_loader
+        split, data_loader = self._evaluation_loader(split)
         logger.info(f"Evaluate on the *{split}* set")
 
         # Under DDP the loader yields this rank's shard; the evaluator merges the shards.
@@ -411,6 +426,48 @@ class SimpleTrainer(RunStateMixin, TrainerBase):
         for k, v in results.items():
             self.write_scalar(f"{split}/{k}", v, self.epoch)
         return list(results.values())[0]
+
+    def _evaluation_loader(self, split: str | None):
+        """(split name, its loader) for ``split``, ``TEST.SPLIT`` by default; "val" must exist."""
+        if split is None:
+            split = self.cfg.TEST.SPLIT
+        if split == "val":
+            if self.val_loader is None:
+                raise ConfigError(
+                    f'Cannot evaluate on the val split: dataset "{self.cfg.DATASET.NAME}" has no validation data'
+                )
+            return split, self.val_loader
+        return "test", self.test_loader
+
+    @torch.no_grad()
+    def test_at_start(self) -> float:
+        """Accuracy of the untrained model on ``TEST.SPLIT``, logged as ``* accuracy at initialisation: X.X%``.
+
+        The RNG state is put back afterwards, so training draws exactly what it draws without this evaluation.
+        The evaluator's result block is not printed: a log holding only this figure is not a finished run's.
+        """
+        rng = capture_rng_state()
+        split, data_loader = self._evaluation_loader(None)
+        logger.info(f"TEST.AT_START: evaluating the model at initialisation on the {split} split")
+        self.set_model_mode("eval")
+        correct = total = nonfinite = 0
+        for batch in tqdm(data_loader, desc=f"eval {split} at start", disable=_progress_disabled(), leave=False):
+            input, label = self.parse_batch_test(batch)
+            output = self.model_inference(input)
+            nonfinite += int((~torch.isfinite(output).all(dim=1)).sum().item())
+            correct += int(output.max(1)[1].eq(label).sum().item())
+            total += int(label.shape[0])
+        correct, total, nonfinite = sum_across_ranks([correct, total, nonfinite])
+        restore_rng_state(rng)
+        if nonfinite:
+            raise NonFiniteError(
+                f"Evaluation at initialisation (TEST.AT_START) on the {split} split: {nonfinite:,} of {total:,} "
+                "images got non-finite logits (NaN or inf)"
+            )
+        accuracy = 100.0 * correct / max(total, 1)
+        logger.info(f"* accuracy at initialisation: {accuracy:.1f}%")
+        self.write_scalar(f"{split}/accuracy_at_initialisation", accuracy, 0)
+        return accuracy
 
     def model_inference(self, *args, **kwargs):
         """``self.inference(...)`` when the trainer defines it, else ``self.model(...)``."""
@@ -510,7 +567,7 @@ class TrainerX(SimpleTrainer):
 
     def run_epoch(self):
         self.set_model_mode("train")
-        losses = MetricMeter()
+        terms = StepTerms()
         batch_time = AverageMeter()
         data_time = AverageMeter()
         self.num_batches = len(self.train_loader_x)
@@ -542,9 +599,9 @@ class TrainerX(SimpleTrainer):
             loss_summary = self.forward_backward(batch)
             steps_run += 1
             batch_time.update(time.time() - end)
-            losses.update(loss_summary)
+            terms.update(loss_summary, _batch_images(batch))
             progress.update(1)
-            self._log_step(losses, batch_time, data_time)
+            self._log_step(terms, batch_time, data_time)
             end = time.time()
             if self.batch_idx + 1 < self.num_batches and self._stop_requested():
                 progress.close()
@@ -559,25 +616,31 @@ class TrainerX(SimpleTrainer):
             self.update_lr()  # named-loss trainers leave LR stepping to the engine, once per epoch
         self._log_skipped_images()
 
-    def _log_step(self, losses: MetricMeter, batch_time: AverageMeter, data_time: AverageMeter) -> None:
+    def _log_step(self, terms: StepTerms, batch_time: AverageMeter, data_time: AverageMeter) -> None:
+        """At the logging steps (every TRAIN.PRINT_FREQ), the step's terms over the global batch: log and TensorBoard.
+
+        Reducing only here spares a collective per step; every rank reaches the same logging steps.
+        """
         print_freq = self.cfg.TRAIN.PRINT_FREQ
-        if (self.batch_idx + 1) % print_freq == 0 or self.num_batches < print_freq:
-            nb_remain = self.num_batches - self.batch_idx - 1
-            nb_remain += (self.max_epoch - self.epoch - 1) * self.num_batches
-            eta = str(datetime.timedelta(seconds=int(batch_time.avg * nb_remain)))
-            info = [
-                f"epoch [{self.epoch + 1}/{self.max_epoch}]",
-                f"batch [{self.batch_idx + 1}/{self.num_batches}]",
-                f"time {batch_time.val:.3f} ({batch_time.avg:.3f})",
-                f"data {data_time.val:.3f} ({data_time.avg:.3f})",
-                f"{losses}",
-                f"lr {self.get_current_lr():.4e}",
-                f"eta {eta}",
-            ]
-            logger.info(" ".join(info))
+        if not ((self.batch_idx + 1) % print_freq == 0 or self.num_batches < print_freq):
+            return
+        values = terms.global_values()
+        nb_remain = self.num_batches - self.batch_idx - 1
+        nb_remain += (self.max_epoch - self.epoch - 1) * self.num_batches
+        eta = str(datetime.timedelta(seconds=int(batch_time.avg * nb_remain)))
+        info = [
+            f"epoch [{self.epoch + 1}/{self.max_epoch}]",
+            f"batch [{self.batch_idx + 1}/{self.num_batches}]",
+            f"time {batch_time.val:.3f} ({batch_time.avg:.3f})",
+            f"data {data_time.val:.3f} ({data_time.avg:.3f})",
+            *(f"{name} {value:.4f} ({avg:.4f})" for name, (value, avg) in values.items()),
+            f"lr {self.get_current_lr():.4e}",
+            f"eta {eta}",
+        ]
+        logger.info(" ".join(info))
         n_iter = self.epoch * self.num_batches + self.batch_idx
-        for name, meter in losses.meters.items():
-            self.write_scalar("train/" + name, meter.avg, n_iter)
+        for name, (_, avg) in values.items():
+            self.write_scalar("train/" + name, avg, n_iter)
         self.write_scalar("train/lr", self.get_current_lr(), n_iter)
 
     def _log_skipped_images(self) -> None:
