@@ -315,6 +315,10 @@ class RunStateMixin:
     def _epoch_batch_sizes(self, processes: int) -> list[int] | None:
         """The global batch sizes of one epoch with ``processes`` processes (None: not a global-batch loader)."""
         sampler = getattr(self.train_loader_x, "batch_sampler", None) if self.train_loader_x is not None else None
+        for _ in range(3):  # a wrapper (e.g. one that seeds each sample) holds the batch sampler it draws from
+            if isinstance(sampler, GlobalBatchSampler):
+                break
+            sampler = getattr(sampler, "batches", None) or getattr(sampler, "batch_sampler", None)
         if not isinstance(sampler, GlobalBatchSampler) or sampler.batch_size % processes:
             return None
         plan = GlobalBatchSampler(
