@@ -58,6 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="load model.pth.tar-<EPOCH> from --model-dir; when omitted, load the file named in "
         "MODEL_DIR/<model name>/checkpoint (the latest one saved)",
     )
+    parser.add_argument(
+        "--allow-model-mismatch",
+        action="store_true",
+        help="with --eval-only --model-dir: evaluate the model even when its config.yaml or run.json differ from "
+        "this run in what shapes the model (trainer, backbone file, the trainer's keys); logged as a WARNING",
+    )
     parser.add_argument("--no-train", action="store_true", help="build the trainer, then stop")
     parser.add_argument(
         "--debug", action="store_true", help=f"show the traceback of a user error too (or set {DEBUG_ENV}=1)"

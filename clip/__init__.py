@@ -9,7 +9,7 @@ from .errors import (
     UnsupportedBackboneError,
     WeightsNotFoundError,
 )
-from .loading import load
+from .loading import load, weights_file
 from .names import available_models
 from .tokenizer import tokenize
 from .visual import VisionPrompts
@@ -26,4 +26,5 @@ __all__ = [
     "load",
     "tiny",
     "tokenize",
+    "weights_file",
 ]

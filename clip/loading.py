@@ -1,7 +1,11 @@
-"""clip.load: an OpenAI name, an open_clip `ARCH:TAG`, or a checkpoint path -> a frozen CLIPBackbone."""
+"""clip.load: an OpenAI name, an open_clip `ARCH:TAG`, or a checkpoint path -> a frozen CLIPBackbone.
+
+clip.weights_file names the local file that a name or path loads from, without loading it.
+"""
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from pathlib import Path
 
@@ -55,6 +59,58 @@ def load(
     if matmul_dtype is not None:
         backbone.store_matmul_weights(matmul_dtype)  # marks the dtype; converts what open_clip loaded in fp32
     return backbone
+
+
+# open_clip's default file name in a hub repository, and the safetensors file it looks for first.
+_HUB_DEFAULT_FILE = "open_clip_pytorch_model.bin"
+_HUB_SAFE_DEFAULT_FILE = "open_clip_model.safetensors"
+
+
+def weights_file(name_or_path: str) -> str | None:
+    """The local file `load(name_or_path)` reads its weights from, found without loading or downloading anything.
+
+    A path is itself; an OpenAI name is its file in the cache; an open_clip `ARCH:TAG` is the file open_clip
+    keeps in the cache (hub or URL download) when it is there. None when no such file exists here.
+    """
+    if name_or_path in OPENAI_MODELS:
+        target = cache_dir() / OPENAI_MODELS[name_or_path].filename
+        return str(target) if target.is_file() else None
+    if Path(name_or_path).is_file():
+        return str(name_or_path)
+    if ":" in name_or_path and "/" not in name_or_path:
+        return _open_clip_cached_file(*name_or_path.split(":", 1))
+    return None
+
+
+def _open_clip_cached_file(arch: str, tag: str) -> str | None:
+    """The cached file of open_clip's pretrained weights `arch:tag` (None when not cached or unknown)."""
+    try:
+        cfg = open_clip.get_pretrained_cfg(arch, tag)
+    except Exception:  # noqa: BLE001 - an unknown name has no file
+        return None
+    if not cfg:
+        return None
+    if cfg.get("file") and Path(cfg["file"]).is_file():
+        return str(cfg["file"])
+    folder = cache_dir()
+    hub = cfg.get("hf_hub", "")
+    if hub:
+        from huggingface_hub import try_to_load_from_cache
+
+        repo_id, filename = os.path.split(hub)
+        filename = filename or _HUB_DEFAULT_FILE
+        stem = filename.rsplit(".", 1)[0]
+        safe = _HUB_SAFE_DEFAULT_FILE if filename == _HUB_DEFAULT_FILE else f"{stem}.safetensors"
+        for candidate in (safe, filename):  # open_clip prefers the safetensors file
+            found = try_to_load_from_cache(repo_id, candidate, cache_dir=str(folder))
+            if isinstance(found, str) and Path(found).is_file():
+                return found
+    url = cfg.get("url", "")
+    if url:
+        target = folder / os.path.basename(url)
+        if target.is_file():
+            return str(target)
+    return None
 
 
 def resolve_dtype(precision: str, device: str | torch.device) -> torch.dtype:

@@ -141,3 +141,112 @@ def test_a_dataset_template_without_a_class_name_slot_is_a_config_error():
 
     with pytest.raises(ConfigError, match=r"ForkDataset.template 'a photo of a thing.' has no '\{\}'"):
         dataset_template(ForkDataset())
+
+
+# ----- checkpoints that cannot be loaded, folders that cannot be written -----
+
+
+def deny_writes_under(folder: str, monkeypatch) -> None:
+    """Make every write under ``folder`` fail with EACCES, as a read-only folder does for a user that is not root.
+
+    The tests may run as root, whom file modes do not stop, so the refusal is made where python asks the kernel.
+    """
+    import builtins
+    import errno
+
+    folder = os.path.abspath(folder)
+    real_open, real_os_open, real_mkdir = builtins.open, os.open, os.mkdir
+
+    def inside(path) -> bool:
+        path = os.path.abspath(os.fsdecode(path))
+        return path == folder or path.startswith(folder + os.sep)
+
+    def denied(path) -> PermissionError:
+        return PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fsdecode(path))
+
+    def guarded_open(file, mode="r", *args, **kwargs):
+        if isinstance(file, (str, os.PathLike)) and set(mode) & set("wax+") and inside(file):
+            raise denied(file)
+        return real_open(file, mode, *args, **kwargs)
+
+    def guarded_os_open(path, flags, *args, **kwargs):
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT) and inside(path):
+            raise denied(path)
+        return real_os_open(path, flags, *args, **kwargs)
+
+    def guarded_mkdir(path, *args, **kwargs):
+        if inside(path) and not os.path.exists(path):
+            raise denied(path)
+        return real_mkdir(path, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", guarded_open)
+    monkeypatch.setattr(os, "open", guarded_os_open)
+    monkeypatch.setattr(os, "mkdir", guarded_mkdir)
+
+
+@pytest.fixture(scope="module")
+def coop_model(fake_data_root, tiny_clip_path, tmp_path_factory) -> str:
+    """A finished tiny CoOp run (do not modify: copy it)."""
+    out = tmp_path_factory.mktemp("coop") / "model"
+    assert run_cli(method_argv("CoOp", fake_data_root, out, tiny_clip_path)) == 0
+    return str(out)
+
+
+def _edit_model_file(model_dir: str, edit) -> None:
+    path = os.path.join(model_dir, "prompt_learner", "model.pth.tar-1")
+    from dassl.utils import atomic_torch_save, load_checkpoint
+
+    checkpoint = load_checkpoint(path)
+    edit(checkpoint["state_dict"])
+    atomic_torch_save(checkpoint, path)
+
+
+def _other_shape(state) -> None:
+    state["ctx"] = state["ctx"][:2]
+
+
+def _unreadable(model_dir: str) -> None:
+    with open(os.path.join(model_dir, "prompt_learner", "model.pth.tar-1"), "w") as f:
+        f.write("not a checkpoint")
+
+
+# case id -> (how the model folder is spoiled, what the error line must say)
+CHECKPOINT_CASES = {
+    "checkpoint_does_not_fit": (lambda d: _edit_model_file(d, _other_shape),
+                                "does not fit the model: ctx: checkpoint (2, 32) vs model (4, 32)"),
+    "checkpoint_lacks_keys": (lambda d: _edit_model_file(d, lambda s: s.pop("ctx")), "lacks learned weights ['ctx']"),
+    "checkpoint_unreadable": (_unreadable, "Cannot load checkpoint"),
+}
+
+
+@pytest.mark.parametrize("case", list(CHECKPOINT_CASES))
+def test_a_checkpoint_that_cannot_be_loaded_is_one_error_line(case, coop_model, fake_data_root, tiny_clip_path,
+                                                               tmp_path, capsys):
+    import shutil
+
+    spoil, message = CHECKPOINT_CASES[case]
+    model_dir = str(shutil.copytree(coop_model, tmp_path / "model"))
+    spoil(model_dir)
+    argv = method_argv("CoOp", fake_data_root, tmp_path / "eval", tiny_clip_path)
+    assert run_cli(argv + ["--eval-only", "--model-dir", model_dir]) == 1
+    assert_one_error(capsys.readouterr().err, message, os.path.join(model_dir, "prompt_learner", "model.pth.tar-1"))
+
+
+def test_a_read_only_output_folder_is_one_error_line(fake_data_root, tiny_clip_path, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "run"
+    out.mkdir()
+    deny_writes_under(str(out), monkeypatch)
+    assert run_cli(method_argv("CoOp", fake_data_root, out, tiny_clip_path)) == 1
+    assert_one_error(capsys.readouterr().err, f'Cannot write "{out}', "(permission denied)", "OUTPUT_DIR",
+                     "--output-dir")
+
+
+def test_a_read_only_data_folder_is_one_error_line(tiny_clip_path, tmp_path, capsys, monkeypatch):
+    from tests.fake_trees import make_fake_trees
+
+    root = str(tmp_path / "data")
+    make_fake_trees(root, ["Caltech101"])
+    deny_writes_under(root, monkeypatch)  # the few-shot draw cannot be cached under split_fewshot/
+    assert run_cli(method_argv("CoOp", root, tmp_path / "run", tiny_clip_path)) == 1
+    assert_one_error(capsys.readouterr().err, f'Cannot write "{root}', "(permission denied)", "DATASET.ROOT",
+                     "--root")

@@ -17,6 +17,7 @@ from dassl.utils import ConfigError
 
 from .backbone_loading import load_clip
 from .checks import check_input_size
+from .chunking import warn_if_memory_budget_unused
 from .templates import dataset_template
 
 __all__ = ["PromptModel", "PromptTrainer"]
@@ -95,6 +96,11 @@ class PromptTrainer(TrainerX):
         self.sched = build_lr_scheduler(self.optim, self.cfg.OPTIM)
         self.register_model("prompt_learner", learner, self.optim, self.sched)
         logger.info("%s learns %d parameters", type(self).__name__, sum(p.numel() for p in learner.parameters()))
+        warn_if_memory_budget_unused(self.cfg, getattr(self, "model", learner))
+
+    def weight_files(self) -> dict[str, str | None]:
+        """The backbone's file in the run record: MODEL.BACKBONE.NAME as a path, or the cached file a name loads."""
+        return {**super().weight_files(), "MODEL.BACKBONE.NAME": clip.weights_file(self.cfg.MODEL.BACKBONE.NAME)}
 
     def forward_train(self, batch: dict) -> dict[str, Tensor]:
         """The model's named losses on the batch's views (the engine runs this under autocast)."""

@@ -33,6 +33,8 @@ __all__ = [
     "TextChunkPlan",
     "plan_text_chunks",
     "InstanceTextPass",
+    "uses_text_chunking",
+    "warn_if_memory_budget_unused",
 ]
 
 logger = logging.getLogger(__name__)
@@ -211,3 +213,20 @@ class InstanceTextPass:
         """Evaluation logits [B, n_cls] of image features [B, E] against their own contexts [B, n_ctx, D]."""
         chunk = self.eval_chunk_for(clip_model, class_prompts.tokens.shape[1])
         return class_prompts.instance_logits(clip_model, image_features, ctx, logit_scale, chunk)
+
+
+def uses_text_chunking(model: nn.Module) -> bool:
+    """Whether a submodule of ``model`` sends its text pass through an ``InstanceTextPass`` (it reads the budget)."""
+    return any(
+        isinstance(value, InstanceTextPass) for module in model.modules() for value in vars(module).values()
+    )
+
+
+def warn_if_memory_budget_unused(cfg, model: nn.Module) -> None:
+    """Say once that ``TRAIN.MEMORY_BUDGET_GB`` has no effect when the built model never chunks its text pass."""
+    budget = cfg.TRAIN.get("MEMORY_BUDGET_GB", None)
+    if budget is not None and not uses_text_chunking(model):
+        logger.warning(
+            f"WARNING: TRAIN.MEMORY_BUDGET_GB is {budget:g} but {cfg.TRAINER.NAME} runs no chunked text pass (only "
+            "trainers whose prompts depend on the image do), so the budget has no effect"
+        )

@@ -1,6 +1,7 @@
 """Class-name prompts "{ctx} {classname}." for one class set, context initialisation and text encoding."""
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import torch
@@ -19,7 +20,11 @@ __all__ = [
     "zeroshot_text_features",
 ]
 
+logger = logging.getLogger(__name__)
+
 CLASS_TOKEN_POSITIONS = ("end", "middle", "front")
+# Tokens a prompt needs besides its context: SOS, EOT, and at least one class-name token and ".".
+MIN_NON_CONTEXT_TOKENS = 4
 CTX_PLACEHOLDER = "X"  # one BPE token per word; stands in for each learned context vector
 
 
@@ -32,13 +37,29 @@ def token_counts(texts: Sequence[str]) -> list[int]:
 def init_context(clip_model, n_ctx: int, ctx_init: str, n_cls: int | None = None) -> Tensor:
     """Initial context vectors: the embeddings of ``ctx_init`` words, else N(0, 0.02).
 
-    With ``ctx_init`` the number of context vectors is its token count (``n_ctx`` is ignored);
-    ``n_cls`` gives one context per class (class-specific context) instead of a shared one.
+    With ``ctx_init`` the number of context vectors is its token count (``n_ctx`` is ignored, as upstream
+    CoOp does; a different ``n_ctx`` is warned about once); ``n_cls`` gives one context per class
+    (class-specific context) instead of a shared one.
     """
     ctx_init = ctx_init.replace("_", " ").strip()
     if ctx_init:
+        n_words = token_counts([ctx_init])[0] - 2  # without SOS and EOT
+        limit = clip_model.context_length - MIN_NON_CONTEXT_TOKENS
+        if n_words > limit:
+            shown = ctx_init if len(ctx_init) <= 60 else ctx_init[:57] + "..."
+            raise ConfigError(
+                f"CTX_INIT {shown!r} has {n_words} tokens, but a prompt holds {clip_model.context_length} tokens "
+                f"and SOS, EOT, the class name and '.' take at least {MIN_NON_CONTEXT_TOKENS}: use a CTX_INIT of at "
+                f"most {limit} tokens, fewer by the longest class name (with CTX_INIT set, its tokens are the "
+                "context; N_CTX is not used)"
+            )
+        if n_words != n_ctx:
+            logger.warning(
+                f"WARNING: N_CTX is {n_ctx} but CTX_INIT {ctx_init!r} has {n_words} tokens: {n_words} context "
+                f"vectors are learned, initialised from its words (as upstream CoOp does); config.yaml keeps "
+                f"N_CTX {n_ctx}, run.json records the learned shape"
+            )
         ids = clip.tokenize([ctx_init], context_length=clip_model.context_length)
-        n_words = int(ids.argmax(dim=-1)) - 1
         with torch.no_grad():
             emb = clip_model.token_embedding(ids.to(clip_model.logit_scale.device))[0, 1 : 1 + n_words]
         ctx = emb.float().clone()

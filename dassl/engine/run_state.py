@@ -1,9 +1,13 @@
-"""The rolling ``last`` checkpoint: everything needed to continue a run exactly where it stopped.
+"""What a run folder records, and how two runs are compared.
 
-It holds every registered model, optimizer and scheduler, the epoch and step reached, the best
-result, the RNG states of python, numpy, torch (and the sampler), the config, and a fingerprint
-of the data (class names, split sizes). A run never resumes from a folder trained with another
-config (compared with the folder's ``config.yaml`` whatever checkpoint is resumed) or other data.
+The rolling ``last`` checkpoint holds everything needed to continue a run exactly where it stopped:
+every registered model, optimizer and scheduler, the epoch and step reached, the best result, the
+RNG states of python, numpy, torch (and the sampler), the number of processes, the config, and a
+fingerprint of the data (class names, split sizes). ``config.yaml`` is the config of the run that
+wrote the folder; ``run.json`` records the content the run read: a sha256 of each weight file
+(the backbone), the dataset's content fingerprint, and the precision ``PREC`` resolved to. A run
+never resumes from a folder trained with another config (compared with ``config.yaml`` whatever
+checkpoint is resumed), other data, another backbone file or another precision.
 """
 from __future__ import annotations
 
@@ -19,31 +23,46 @@ from typing import Any
 import numpy as np
 import torch
 
-from dassl.config import run_local_keys
+from dassl.config import get_cfg_default, run_local_keys
+from dassl.utils import atomic_write_text
 from dassl.utils.errors import UserError
+from dassl.utils.torchtools import POINTER_FILE
 
 __all__ = [
     "LAST_CHECKPOINT",
     "CONFIG_RECORD",
     "RUN_LOCAL_KEYS",
+    "RUN_RECORD",
+    "POINTER_FILE",
     "ConfigMismatchError",
     "DataMismatchError",
+    "ContentMismatchError",
     "capture_rng_state",
     "restore_rng_state",
     "loader_samplers",
     "config_fingerprint",
     "check_same_config",
+    "config_differences",
+    "default_flat_config",
     "data_fingerprint",
     "check_same_data",
     "last_checkpoint_path",
     "holds_checkpoints",
+    "model_shaping_keys",
+    "file_sha256",
+    "weights_fingerprint",
+    "read_run_record",
+    "write_run_record",
+    "weights_differences",
+    "data_content_differences",
+    "precision_difference",
 ]
 
 logger = logging.getLogger(__name__)
 
 LAST_CHECKPOINT = "last.pth.tar"
 CONFIG_RECORD = "config.yaml"  # the config of the run that wrote the folder's checkpoints
-POINTER_FILE = "checkpoint"  # Dassl's <folder>/<model>/checkpoint: names the latest model file
+RUN_RECORD = "run.json"  # the content that run read: weight files' sha256, the data's fingerprint, the precision
 
 # Config keys (or key prefixes) that do not change what is learned: where files go, how much is
 # printed, how data are loaded or how evaluation runs. Changing them never blocks a resume.
@@ -73,6 +92,10 @@ class ConfigMismatchError(UserError, RuntimeError):
 
 class DataMismatchError(UserError, RuntimeError):
     """The output folder holds a run trained on other data (class names or split sizes)."""
+
+
+class ContentMismatchError(UserError, RuntimeError):
+    """The output folder holds a run that read other content: another backbone file, data or precision."""
 
 
 def last_checkpoint_path(directory: str) -> str:
@@ -167,7 +190,12 @@ def config_fingerprint(cfg: dict) -> tuple[str, dict[str, Any]]:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16], flat
 
 
-def _differences(saved: dict, current: dict, defaults: dict) -> list[str]:
+def default_flat_config() -> dict[str, Any]:
+    """The default config as flat learned keys: the value a key had in a run recorded before the key existed."""
+    return config_fingerprint(get_cfg_default())[1]
+
+
+def config_differences(saved: dict, current: dict, defaults: dict) -> list[str]:
     """``key: old -> new`` for each key of ``current`` whose value differs in ``saved``.
 
     A key ``saved`` lacks was added since that run was made: it held its default there. A key only
@@ -182,7 +210,7 @@ def _differences(saved: dict, current: dict, defaults: dict) -> list[str]:
     return diffs
 
 
-def _shown(diffs: list[str]) -> str:
+def shown_differences(diffs: list[str]) -> str:
     return "; ".join(diffs[:10]) + (f"; and {len(diffs) - 10} more" if len(diffs) > 10 else "")
 
 
@@ -191,10 +219,10 @@ def check_same_config(saved_flat: dict, current_flat: dict, path: str, defaults_
 
     Both are flat dicts from ``config_fingerprint``; ``defaults_flat`` fills keys one side lacks.
     """
-    diffs = _differences(saved_flat, current_flat, defaults_flat or {})
+    diffs = config_differences(saved_flat, current_flat, defaults_flat or {})
     if diffs:
         raise ConfigMismatchError(
-            f'Refusing to resume: "{path}" records a run made with a different config ({_shown(diffs)}). '
+            f'Refusing to resume: "{path}" records a run made with a different config ({shown_differences(diffs)}). '
             "Use another --output-dir, or delete that folder to start over."
         )
 
@@ -228,3 +256,114 @@ def check_same_data(saved: dict | None, current: dict | None, path: str) -> None
             f'Refusing to resume: "{path}" was trained on other data ({"; ".join(diffs)}). '
             "Check DATASET.ROOT, or use another --output-dir."
         )
+
+
+def model_shaping_keys(flat: dict[str, Any], trainer_node: str) -> dict[str, Any]:
+    """The keys of a flat learned config (``config_fingerprint``) that decide what a saved model's weights mean.
+
+    The trainer, its own ``TRAINER.<node>`` keys and ``MODEL.*``: what builds the model that a checkpoint
+    is loaded into. Its ``PREC`` says how the arithmetic runs, not what the weights are; the data keys
+    and the optimisation (``DATASET.*``, ``OPTIM.*``, ``SEED``...) say what a model was trained on and
+    how, and an evaluation may change them (base -> new classes, another dataset).
+    """
+    own = f"TRAINER.{trainer_node}."
+    return {
+        k: v for k, v in flat.items()
+        if k == "TRAINER.NAME" or k.startswith("MODEL.") or (k.startswith(own) and k != own + "PREC")
+    }
+
+
+_digests: dict[tuple[str, int, int], str] = {}  # (real path, size, mtime_ns) -> sha256, for this process
+
+
+def file_sha256(path: str) -> str:
+    """sha256 (hex) of a file's bytes; a file unchanged since this process hashed it is not read again."""
+    real = osp.realpath(path)
+    stat = os.stat(real)
+    key = (real, stat.st_size, stat.st_mtime_ns)
+    if key not in _digests:
+        digest = hashlib.sha256()
+        with open(real, "rb") as f:
+            for block in iter(lambda: f.read(1 << 22), b""):
+                digest.update(block)
+        _digests[key] = digest.hexdigest()
+    return _digests[key]
+
+
+def weights_fingerprint(files: dict[str, str | None]) -> dict[str, dict[str, str | None]]:
+    """``{config key: {"file": path, "sha256": digest}}`` for the weight files a run loads.
+
+    A key whose weights come from no local file this process can name (e.g. an open_clip download it
+    cannot locate) gets ``None`` for both: it is then compared by its config value alone.
+    """
+    found = {key: path for key, path in files.items() if path and osp.isfile(path)}
+    return {
+        key: {"file": found[key], "sha256": file_sha256(found[key])} if key in found else {"file": None, "sha256": None}
+        for key in files
+    }
+
+
+def read_run_record(directory: str) -> dict | None:
+    """The ``run.json`` of ``directory`` (None when it has none, e.g. a folder written before it existed)."""
+    path = osp.join(directory, RUN_RECORD)
+    if not osp.isfile(path):
+        return None
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as err:
+        raise ContentMismatchError(
+            f'Cannot read the run record "{path}" ({err}); delete it to skip its checks'
+        ) from err
+
+
+def write_run_record(directory: str, record: dict) -> None:
+    atomic_write_text(osp.join(directory, RUN_RECORD), json.dumps(record, indent=1, sort_keys=True) + "\n")
+
+
+def _short(digest: str | None) -> str:
+    return "none" if digest is None else digest[:12]
+
+
+def weights_differences(saved: dict | None, current: dict | None) -> list[str]:
+    """``KEY ("file"): sha256 old -> new`` for each weight file whose content differs from the recorded one."""
+    diffs = []
+    for key, now in (current or {}).items():
+        then = (saved or {}).get(key)
+        if then is None or then.get("sha256") is None or now.get("sha256") is None:
+            continue  # not recorded, or not a local file on one side: the config value alone is compared
+        if then["sha256"] != now["sha256"]:
+            diffs.append(
+                f'the file of {key} ("{now["file"]}") has other content: sha256 {_short(then["sha256"])}... '
+                f"-> {_short(now['sha256'])}..."
+            )
+    return diffs
+
+
+_DATA_PARTS = {  # content_fingerprint part -> what it is, for the message
+    "split": "the split file's entries",
+    "train_x": "the training images (the few-shot draw)",
+    "val": "the validation images",
+    "test": "the test images",
+}
+
+
+def data_content_differences(saved: dict | None, current: dict | None, parts=tuple(_DATA_PARTS)) -> list[str]:
+    """One line per part of the dataset's ``content_fingerprint`` that differs (a part one side lacks is skipped)."""
+    if not saved or not current:
+        return []
+    return [
+        f"{_DATA_PARTS.get(part, part)} changed (sha256 {_short(saved[part])}... -> {_short(current[part])}...)"
+        for part in parts
+        if part in saved and part in current and saved[part] != current[part]
+    ]
+
+
+def precision_difference(saved: dict | None, current: dict | None) -> str | None:
+    """``precision: bf16 -> fp32 (...)`` when the resolved precision differs from the recorded one."""
+    if not saved or not current or saved.get("resolved") == current.get("resolved"):
+        return None
+    return (
+        f"precision: the run computed in {saved.get('resolved')} (PREC {saved.get('requested')}), this one in "
+        f"{current.get('resolved')} (PREC {current.get('requested')} on this machine)"
+    )

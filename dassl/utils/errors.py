@@ -1,7 +1,17 @@
 """Errors whose message is the whole story: train.py prints them in one or two lines, without a traceback."""
 from __future__ import annotations
 
-__all__ = ["UserError", "ConfigError", "DataError", "DiskFullError", "NonFiniteError"]
+__all__ = [
+    "UserError",
+    "ConfigError",
+    "DataError",
+    "DiskFullError",
+    "NonFiniteError",
+    "CheckpointError",
+    "CorruptCheckpointError",
+    "CheckpointMismatchError",
+    "FolderNotWritableError",
+]
 
 
 class UserError(Exception):
@@ -26,3 +36,19 @@ class DiskFullError(UserError, OSError):
 
 class NonFiniteError(UserError, FloatingPointError):
     """NaN or inf where a number must be finite (a loss, logits); no result is reported from them."""
+
+
+class CheckpointError(UserError, RuntimeError):
+    """A checkpoint (or its pointer file) that cannot be read as one; the message names the file."""
+
+
+class CorruptCheckpointError(CheckpointError):
+    """A checkpoint whose bytes changed after it was written (its checksums do not match)."""
+
+
+class CheckpointMismatchError(CheckpointError):
+    """A checkpoint that does not fit the model: learned keys missing, unexpected, or of another shape."""
+
+
+class FolderNotWritableError(UserError, PermissionError):
+    """A folder the run must write into (output, or the dataset's cache) refuses writes."""

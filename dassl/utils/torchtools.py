@@ -1,7 +1,9 @@
 """Checkpoint files and small model helpers (Dassl's ``dassl.utils.torchtools``).
 
 Every file is written atomically: a temp file in the same folder, fsync, then ``os.replace``,
-so a run killed while saving leaves the previous file intact, never a torn one.
+so a run killed while saving leaves the previous file intact, never a torn one. Every checkpoint
+is verified when it is loaded: a torch archive is a zip whose entries each carry a CRC-32 of their
+bytes, which ``torch.load`` never checks; ``load_checkpoint`` does, so a flipped bit is refused.
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import os
 import os.path as osp
 import re
 import tempfile
+import zipfile
 from collections import OrderedDict
 from collections.abc import Iterable
 from functools import partial
@@ -19,7 +22,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from .errors import DiskFullError
+from .errors import CheckpointError, CheckpointMismatchError, CorruptCheckpointError, DiskFullError
 from .tools import mkdir_if_missing
 
 __all__ = [
@@ -29,6 +32,9 @@ __all__ = [
     "remove_stale_temp_files",
     "save_checkpoint",
     "load_checkpoint",
+    "verify_checkpoint",
+    "read_checkpoint_pointer",
+    "intact_checkpoints",
     "resume_from_checkpoint",
     "load_pretrained_weights",
     "load_state_dict_checked",
@@ -44,6 +50,9 @@ logger = logging.getLogger(__name__)
 # Hidden temp files of _atomic_write: ".<name>.<8 characters from mkstemp>.tmp".
 _TEMP_FILE = re.compile(r"^\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp$")
 _DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+ZIP_MAGIC = b"PK\x03\x04"  # a torch archive (torch >= 1.6) is a zip file
+POINTER_FILE = "checkpoint"  # <model folder>/checkpoint names the latest file saved there
+_unverified_noted: set[str] = set()  # legacy files already reported as loaded unverified
 
 
 def _umask() -> int:
@@ -113,9 +122,31 @@ def remove_stale_temp_files(folder: str, depth: int = 1) -> list[str]:
     return removed
 
 
+def _save_options():
+    """torch's save options (torch >= 2.5), where checksums can be turned off; None in older versions."""
+    try:
+        from torch.utils.serialization import config
+    except ImportError:
+        return None
+    return getattr(config, "save", None)
+
+
+def _save_with_checksums(obj: Any, fileobj) -> None:
+    """``torch.save`` with the CRC-32 of every archive entry written, even when torch was told to skip them."""
+    options = _save_options()
+    if options is None or getattr(options, "compute_crc32", True):
+        torch.save(obj, fileobj)
+        return
+    options.compute_crc32 = True
+    try:
+        torch.save(obj, fileobj)
+    finally:
+        options.compute_crc32 = False
+
+
 def atomic_torch_save(obj: Any, path: str) -> None:
-    """``torch.save`` that never leaves a partly written file at ``path``."""
-    _atomic_write(path, partial(torch.save, obj))
+    """``torch.save`` that never leaves a partly written file at ``path``; ``load_checkpoint`` verifies it."""
+    _atomic_write(path, partial(_save_with_checksums, obj))
 
 
 def atomic_write_text(path: str, text: str) -> None:
@@ -152,19 +183,54 @@ def save_checkpoint(
     atomic_torch_save(state, fpath)
     logger.info(f"Checkpoint saved to {fpath}")
     # `checkpoint` names the file just written; resume_from_checkpoint reads it.
-    atomic_write_text(osp.join(save_dir, "checkpoint"), f"{osp.basename(fpath)}\n")
+    atomic_write_text(osp.join(save_dir, POINTER_FILE), f"{osp.basename(fpath)}\n")
     if is_best:
         atomic_torch_save(state, osp.join(save_dir, "model-best.pth.tar"))
     return fpath
 
 
+def verify_checkpoint(fpath: str) -> bool:
+    """Check every entry of the archive at ``fpath`` against the CRC-32 written with it.
+
+    True: verified. False: the file carries no checksums (a legacy pickle of torch < 1.6, or an
+    archive written with checksums off), so it cannot be checked. A mismatch, or an archive that
+    cannot be opened, raises CorruptCheckpointError naming the file.
+    """
+    with open(fpath, "rb") as f:
+        starts_as_archive = f.read(len(ZIP_MAGIC)) == ZIP_MAGIC
+    if not starts_as_archive and not zipfile.is_zipfile(fpath):
+        return False
+    try:
+        if not starts_as_archive:
+            raise zipfile.BadZipFile("its first bytes are not a zip header")
+        with zipfile.ZipFile(fpath) as archive:
+            entries = [info for info in archive.infolist() if info.file_size]
+            if entries and all(info.CRC == 0 for info in entries):
+                return False
+            bad_entry = archive.testzip()
+    except Exception as err:  # noqa: BLE001 - any failure to read the archive's structure means damage
+        raise CorruptCheckpointError(f'Checkpoint "{fpath}" is damaged: its archive cannot be read ({err})') from err
+    if bad_entry is not None:
+        raise CorruptCheckpointError(
+            f'Checkpoint "{fpath}" is corrupted: its entry "{bad_entry}" does not match the checksum written with it'
+        )
+    return True
+
+
 def load_checkpoint(fpath: str) -> dict:
-    """Load a checkpoint saved by ``save_checkpoint`` (or upstream Dassl) onto the CPU or CUDA."""
+    """Load a checkpoint saved by ``save_checkpoint`` (or upstream Dassl) onto the CPU or CUDA, verified first.
+
+    A file that changed since it was written raises CorruptCheckpointError; one torch cannot read raises
+    CheckpointError; both name the file. A legacy file without checksums loads, with one note.
+    """
     if fpath is None:
         raise ValueError("File path is None")
     fpath = osp.abspath(osp.expanduser(fpath))
     if not osp.exists(fpath):
         raise FileNotFoundError(f'File is not found at "{fpath}"')
+    if not verify_checkpoint(fpath) and fpath not in _unverified_noted:
+        _unverified_noted.add(fpath)
+        logger.info(f'Note: "{fpath}" carries no checksums (an older torch format), so it is loaded unverified')
     map_location = None if torch.cuda.is_available() else "cpu"
     # The files hold pickled python objects (scheduler state, numbers), so weights_only must be off;
     # only load checkpoints you trust.
@@ -174,17 +240,50 @@ def load_checkpoint(fpath: str) -> dict:
         # Checkpoints written by python 2 need latin1 to unpickle.
         return torch.load(fpath, map_location=map_location, weights_only=False, encoding="latin1")
     except Exception as e:
-        raise RuntimeError(f'Cannot load checkpoint "{fpath}": {e}') from e
+        raise CheckpointError(f'Cannot load checkpoint "{fpath}": {e}') from e
+
+
+def read_checkpoint_pointer(fdir: str) -> str:
+    """The file name written in ``fdir/checkpoint`` (the latest file saved there); an empty one is refused."""
+    pointer = osp.join(fdir, POINTER_FILE)
+    with open(pointer) as f:
+        fname = f.readline().strip()
+    if not fname or osp.basename(fname) != fname:
+        raise CheckpointError(
+            f'Checkpoint pointer "{pointer}" holds {fname!r}, not a file name; training writes the name of the '
+            'latest file saved beside it there (e.g. "model.pth.tar-10"). Write that name into it (to evaluate, '
+            "--load-epoch N picks a file instead)"
+        )
+    return fname
+
+
+def intact_checkpoints(folder: str, exclude: Iterable[str] = ()) -> list[str]:
+    """Names of the checkpoint files in ``folder`` (model.pth.tar-N by epoch, then model-best) that verify."""
+    if not osp.isdir(folder):
+        return []
+    names = [n for n in os.listdir(folder) if n not in set(exclude) and not n.startswith(".")]
+    epochs = sorted(
+        (n for n in names if re.fullmatch(r"model\.pth\.tar-\d+", n)), key=lambda n: int(n.rsplit("-", 1)[1])
+    )
+    intact = []
+    for name in epochs + [n for n in names if n == "model-best.pth.tar"]:
+        try:
+            verify_checkpoint(osp.join(folder, name))
+        except (CorruptCheckpointError, OSError):
+            continue
+        intact.append(name)
+    return intact
 
 
 def resume_from_checkpoint(fdir: str, model: nn.Module, optimizer=None, scheduler=None) -> int:
     """Load the file named in ``fdir/checkpoint`` into model/optimizer/scheduler; return its epoch."""
-    with open(osp.join(fdir, "checkpoint")) as f:
-        fname = f.readline().strip("\n")
-    fpath = osp.join(fdir, fname)
+    fpath = osp.join(fdir, read_checkpoint_pointer(fdir))
     logger.info(f'Loading checkpoint from "{fpath}"')
     checkpoint = load_checkpoint(fpath)
-    model.load_state_dict(checkpoint["state_dict"])
+    try:
+        model.load_state_dict(checkpoint["state_dict"])
+    except (KeyError, RuntimeError) as err:
+        raise CheckpointMismatchError(f'Checkpoint "{fpath}" does not fit the model: {err}') from err
     logger.info("Loaded model weights")
     if optimizer is not None and checkpoint.get("optimizer") is not None:
         optimizer.load_state_dict(checkpoint["optimizer"])
@@ -202,11 +301,14 @@ def load_state_dict_checked(
     state_dict: dict,
     source: str,
     ignore_suffixes: Iterable[str] = (),
+    allow_unexpected: bool = False,
 ) -> None:
     """Load ``state_dict`` into ``model``, strict about learned keys; errors name ``source`` and the keys.
 
     Keys ending in one of ``ignore_suffixes`` (e.g. class-name buffers ``token_prefix``) are
-    dropped from both sides, so a model can be evaluated on another class set.
+    dropped from both sides, so a model can be evaluated on another class set. Learned weights the
+    model lacks are refused too (a checkpoint of another trainer or model setting), unless
+    ``allow_unexpected``: then they are left out with a warning.
     """
     ignore = tuple(ignore_suffixes)
 
@@ -217,10 +319,17 @@ def load_state_dict_checked(
     own = model.state_dict()
     missing = sorted(kept(own) - kept(state_dict))
     if missing:
-        raise RuntimeError(f'Checkpoint "{source}" lacks learned weights {missing} (it holds {sorted(state_dict)})')
+        raise CheckpointMismatchError(
+            f'Checkpoint "{source}" lacks learned weights {missing} (it holds {sorted(state_dict)})'
+        )
     unexpected = sorted(kept(state_dict) - kept(own))
+    if unexpected and not allow_unexpected:
+        raise CheckpointMismatchError(
+            f'Checkpoint "{source}" holds learned weights the model does not have: {unexpected}; it was trained '
+            "with another trainer or another setting of a key that shapes the model"
+        )
     if unexpected:
-        logger.warning(f'Ignoring weights in "{source}" that the model does not have: {unexpected}')
+        logger.warning(f'WARNING: leaving out weights of "{source}" that the model does not have: {unexpected}')
     loadable = {k: v for k, v in state_dict.items() if k in kept(own)}
     wrong_shape = [
         f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
@@ -228,7 +337,7 @@ def load_state_dict_checked(
         if hasattr(v, "shape") and tuple(v.shape) != tuple(own[k].shape)
     ]
     if wrong_shape:
-        raise RuntimeError(f'Checkpoint "{source}" does not fit the model: {"; ".join(wrong_shape)}')
+        raise CheckpointMismatchError(f'Checkpoint "{source}" does not fit the model: {"; ".join(wrong_shape)}')
     model.load_state_dict(loadable, strict=False)
 
 
