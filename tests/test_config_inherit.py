@@ -173,3 +173,17 @@ def test_each_methods_world_and_tiny_config_holds_only_its_trainer_keys(setting:
         if own.get("_BASE_") != f"../_base_/{setting}.yaml" or set(own) != {"_BASE_", "TRAINER"}:
             copied[path.parent.name] = sorted(own)
     assert not copied, f"{setting}.yaml files that do not just add TRAINER keys to the shared block: {copied}"
+
+
+def test_dassl_style_merge_from_file_follows_bases_and_fails_in_one_line(tmp_path) -> None:
+    """Code written for Dassl calls yacs's ``cfg.merge_from_file``: on the defaults it is the checked loader."""
+    write(tmp_path / "root.yaml", "OPTIM:\n  LR: 0.1\n  MAX_EPOCH: 7\n")
+    child = write(tmp_path / "child.yaml", "_BASE_: root.yaml\nOPTIM:\n  MAX_EPOCH: 3\n")
+    cfg = get_cfg_default()
+    cfg.merge_from_file(child)
+    assert (cfg.OPTIM.LR, cfg.OPTIM.MAX_EPOCH) == (0.1, 3)
+    cfg.merge_from_list(["INPUT.SIZE", "(64, 64)"])  # yacs's own merges keep working on the same node
+    assert cfg.INPUT.SIZE == (64, 64)
+    bad = write(tmp_path / "bad.yaml", "_BASE_: root.yaml\nOPTIM:\n  LRR: 0.1\n")
+    with pytest.raises(ConfigError, match='"OPTIM.LRR" in file'):
+        cfg.merge_from_file(bad)

@@ -193,3 +193,16 @@ def merge_from_list_checked(cfg: CN, opts: list) -> None:
         cfg.merge_from_list(pairs)
     except (KeyError, AssertionError, ValueError) as err:
         raise _explain(err, cfg, "on the command line") from err
+
+
+class ConfigNode(CN):
+    """The root of the default config: yacs's ``merge_from_file`` goes through the checked loader, so
+    Dassl-style code that calls ``cfg.merge_from_file(path)`` follows ``_BASE_`` and gets one-line errors."""
+
+    def merge_from_file(self, cfg_filename: str) -> None:
+        merge_from_file_checked(self, cfg_filename)
+
+    @classmethod
+    def _decode_cfg_value(cls, value):
+        # yacs builds merged sub-nodes with the root's class; the schema's sub-nodes are plain CfgNodes.
+        return CN._decode_cfg_value(value)

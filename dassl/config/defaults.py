@@ -7,6 +7,8 @@ from collections.abc import Callable, Sequence
 
 from yacs.config import CfgNode as CN
 
+from .checked import ConfigNode
+
 __all__ = [
     "get_cfg_default",
     "register_cfg_extension",
@@ -34,7 +36,7 @@ def default_num_workers() -> int:
     return min(MAX_DEFAULT_WORKERS, cores // 2)
 
 
-_C = CN()
+_C = ConfigNode()
 
 _C.VERSION = 1
 _C.OUTPUT_DIR = "./output"
