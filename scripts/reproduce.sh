@@ -20,13 +20,15 @@ scripts/train.sh and scripts/test.sh, then python tools/results.py \$OUTPUT/TASK
 --reference tools/reference_results.json. A rerun skips every finished run, so it
 also resumes an interrupted reproduction.
 
-Environment, besides everything train.sh and test.sh read (DATA, SEEDS, SHOTS, OUTPUT,
-OPTS, SOURCE, TARGETS, PYTHON):
+Environment, besides everything train.sh and test.sh read (DATA, BACKBONE, SEEDS, SHOTS,
+OPTS, OUTPUT, TAG, NPROC, SOURCE, TARGETS, PYTHON; run either with no arguments):
   DATASETS  base2new and few-shot: the datasets to loop over [the 11 benchmarks:
             $BENCHMARKS]
   CFG       the trainer config [the task's own config when TRAINER has one:
             vit_b16_cross_datasets for cross-dataset and domain-generalization,
             vit_b16_few_shot for few-shot; otherwise vit_b16]
+Runs land in \$OUTPUT/TASK/TRAINER/CONFIG/... as train.sh says; two calls with other CFG or
+DATASETS and the same TAG share one CONFIG folder, so one table row covers both.
 EOF
 }
 

@@ -1,8 +1,8 @@
 """scripts/reproduce.sh: the loop over a protocol's datasets and seeds, and one end-to-end run.
 
-The wiring tests run the real scripts in a scratch repository whose train.py, run_config.py and
-results.py are recorders, so every call of a whole paper table is checked in milliseconds. The last
-test runs the repository's own scripts with the real engine on the fake dataset trees.
+The wiring tests run the real scripts in a scratch repository whose train.py and results.py are recorders and
+whose run_config.py names folders as the real one does, so every call of a whole paper table is checked in
+milliseconds. The last test runs the repository's own scripts with the real engine on the fake dataset trees.
 """
 from __future__ import annotations
 
@@ -35,13 +35,35 @@ with open(os.path.join(out, "config.yaml"), "w") as config:
     json.dump(args[:index] + args[index + 2:], config)
 '''
 
-# Accepts a finished run whose recorded arguments are the requested ones.
+# Stands in for tools/run_config.py. describe: the real folder name (tools/config_name.py is copied) and a
+# registry of three trainers; check: a finished run whose recorded arguments are the requested ones is the
+# same run; record: notes the request.
 COMPARING_RUN_CONFIG_PY = '''
 import json, os, sys
-args = sys.argv[1:]
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tools.config_name import check_tag, folder_name
+EVAL_ONLY = {"CoOp": 0, "MaPLe": 0, "ZeroshotCLIP": 1}
+command, args = sys.argv[1], sys.argv[2:]
+if command == "describe":
+    options = dict(zip(args[0:10:2], args[1:10:2]))
+    settings = list(zip(args[10::2], args[11::2]))
+    if options["--backbone"]:
+        settings.insert(0, ("MODEL.BACKBONE.NAME", options["--backbone"]))
+    if options["--trainer"] not in EVAL_ONLY:
+        sys.exit(print(f"error: TRAINER '{options['--trainer']}' is not a registered trainer", file=sys.stderr) or 2)
+    if options["--tag"] and check_tag(options["--tag"]):
+        sys.exit(print(f"error: {check_tag(options['--tag'])}", file=sys.stderr) or 2)
+    name = folder_name(options["--cfg"], options["--config-file"], settings, options["--tag"])
+    sys.exit(print(f"CONFIG_NAME={name}\\nEVAL_ONLY={EVAL_ONLY[options['--trainer']]}\\nSOURCE_KEY=fake"))
 args = args[1:] if args[0] == "--model" else args
-with open(os.path.join(args[0], "config.yaml")) as config:
-    sys.exit(0 if json.load(config) == args[1:] else 1)
+assert args[0] == "--source", args
+run_dir, requested = args[2], args[3:]
+if command == "record":
+    with open(os.path.join(run_dir, "config_request.json"), "w") as handle:
+        json.dump({"source": args[1], "args": requested}, handle)
+    sys.exit(0)
+with open(os.path.join(run_dir, "config.yaml")) as config:
+    sys.exit(0 if json.load(config) == requested else 1)
 '''
 
 RECORDING_RESULTS_PY = '''
@@ -53,19 +75,22 @@ with open(os.environ["FAKE_RECORD"], "a") as record:
 
 @pytest.fixture()
 def scratch_repo(tmp_path: Path) -> Path:
-    """The real scripts, every benchmark's dataset config, CoOp and MaPLe configs, recording tools."""
+    """The real scripts, every benchmark's dataset config, CoOp and MaPLe configs, recording tools (and the
+    real folder naming)."""
     repo = tmp_path / "repo"
     shutil.copytree(REPO / "scripts", repo / "scripts")
     (repo / "configs" / "datasets").mkdir(parents=True)
     for name in BENCHMARKS + VARIANTS:
         (repo / "configs" / "datasets" / f"{name}.yaml").write_text("DATASET:\n  NAME: X\n")
-    for trainer, configs in (("CoOp", ["vit_b16"]), ("MaPLe", ["vit_b16", "vit_b16_cross_datasets"])):
+    for trainer, configs in (("CoOp", ["vit_b16", "vit_b16_ctxv1", "vit_b16_ep50_ctxv1"]),
+                             ("MaPLe", ["vit_b16", "vit_b16_cross_datasets"])):
         (repo / "configs" / "trainers" / trainer).mkdir(parents=True)
         for config in configs:
             (repo / "configs" / "trainers" / trainer / f"{config}.yaml").write_text("OPTIM:\n  MAX_EPOCH: 1\n")
     (repo / "tools").mkdir()
     (repo / "train.py").write_text(RECORDING_TRAIN_PY)
     (repo / "tools" / "run_config.py").write_text(COMPARING_RUN_CONFIG_PY)
+    shutil.copy(REPO / "tools" / "config_name.py", repo / "tools" / "config_name.py")
     (repo / "tools" / "results.py").write_text(RECORDING_RESULTS_PY)
     (repo / "tools" / "reference_results.json").write_text("{}")
     return repo
@@ -120,10 +145,26 @@ def test_datasets_output_and_options_pass_through(reproduce: Reproduce) -> None:
     result = reproduce("CoOp", "base2new", DATASETS="dtd eurosat", SEEDS="3", SHOTS="4", OUTPUT="runs",
                        OPTS="OPTIM.LR 0.01")
     assert result.returncode == 0, result.stderr
-    assert reproduce.train_runs() == [f"runs/base2new/CoOp/vit_b16/{d}/shots_4/seed3/{r}"
+    # The setting given on top of the config names the configuration's folder.
+    assert reproduce.train_runs() == [f"runs/base2new/CoOp/vit_b16+lr0.01/{d}/shots_4/seed3/{r}"
                                       for d in ("dtd", "eurosat") for r in ("train_base", "test_new")]
     assert all(call[-2:] == ["OPTIM.LR", "0.01"] for call in reproduce.calls() if call[0] == "train.py")
     assert reproduce.calls()[-1][1] == "runs/base2new"
+
+
+def test_a_recipe_with_its_own_imagenet_config_is_two_calls_into_one_configuration(reproduce: Reproduce) -> None:
+    """CoOp's base-to-new recipe of the papers' tables, as docs/REPRODUCING.md gives it: one TAG, two configs."""
+    others = " ".join(BENCHMARKS[1:])
+    assert reproduce("CoOp", "base2new", SEEDS="1", TAG="papers_ctxv1", CFG="vit_b16_ctxv1",
+                     DATASETS=others).returncode == 0
+    assert reproduce("CoOp", "base2new", SEEDS="1", TAG="papers_ctxv1", CFG="vit_b16_ep50_ctxv1",
+                     DATASETS="imagenet").returncode == 0
+    runs = reproduce.train_runs()
+    assert runs == [f"output/base2new/CoOp/papers_ctxv1/{d}/shots_16/seed1/{r}"
+                    for d in BENCHMARKS[1:] + ["imagenet"] for r in ("train_base", "test_new")]
+    configs = [call[call.index("--config-file") + 1] for call in reproduce.calls() if call[0] == "train.py"]
+    assert {Path(c).name for c in configs[:-2]} == {"vit_b16_ctxv1.yaml"}
+    assert {Path(c).name for c in configs[-2:]} == {"vit_b16_ep50_ctxv1.yaml"}
 
 
 def test_transfer_uses_the_methods_cross_dataset_config_and_every_target(reproduce: Reproduce) -> None:
@@ -163,18 +204,24 @@ def test_usage_errors_run_nothing(reproduce: Reproduce) -> None:
 
 def test_reproduce_base2new_end_to_end_on_fake_trees(tmp_path: Path, fake_data_root: str, tiny_clip_path: str) -> None:
     env = dict(os.environ, PYTHON=sys.executable, DATA=fake_data_root, CFG="tiny", SEEDS="1", SHOTS="2",
-               DATASETS="caltech101 dtd", OUTPUT=str(tmp_path / "output"),
-               OPTS=f"OPTIM.MAX_EPOCH 1 MODEL.BACKBONE.NAME {tiny_clip_path}")
+               DATASETS="caltech101 dtd", OUTPUT=str(tmp_path / "output"), BACKBONE=tiny_clip_path,
+               OPTS="OPTIM.MAX_EPOCH 1")
     result = subprocess.run(["bash", str(REPO / "scripts" / "reproduce.sh"), "CoOp", "base2new"], cwd=tmp_path,
                             env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     tree = tmp_path / "output" / "base2new"
-    table = (tree / "results.md").read_text()
-    assert "### base2new — CoOp / tiny, 2 shots" in table
-    assert "Published CoOp (B / N / HM)" in table
-    for dataset in ("caltech101", "dtd"):
-        row = next(line for line in table.splitlines() if line.startswith(f"| {dataset} |"))
-        assert "1/1, 1/1" in row
-    average = next(line for line in table.splitlines() if line.startswith("| **Average** (2 datasets)"))
-    assert average.rstrip(" |").endswith("82.69 / 63.22 / 71.66")  # the published CoOp average beside ours
+    assert (tree / "CoOp" / "tiny+backbone-tiny-vit" / "dtd" / "shots_2" / "seed1" / "test_new" / "log.txt").is_file()
+    rows = [[cell.strip() for cell in line.strip("|").split("|")]
+            for line in (tree / "results.md").read_text().splitlines() if line.startswith("| ")]
+    assert rows[0] == ["Trainer", "Config", "Shots", "Metric", "caltech101", "dtd", "Average (2 datasets)"]
+    assert rows[1][:4] == ["CoOp", "tiny+backbone-tiny-vit", "2", "Base"]
+    assert all(cell.endswith("(n=1)") for row in rows[1:4] for cell in row[4:])  # both datasets measured
+    published = next(i for i, row in enumerate(rows) if row[0] == "CoOp (published)")
+    # CoOp's published caltech101 (98.00 / 89.81) and dtd (79.44 / 41.18), averaged over these two only.
+    assert [row[4:] for row in rows[published:published + 2]] == [["98.00", "79.44", "88.72"],
+                                                                 ["89.81", "41.18", "65.50"]]
     assert (tree / "results.png").is_file()
+
+    again = subprocess.run(["bash", str(REPO / "scripts" / "reproduce.sh"), "CoOp", "base2new"], cwd=tmp_path,
+                           env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and again.stdout.count("skip:") == 4  # train_base and test_new of each dataset
