@@ -165,3 +165,9 @@ def any_across_ranks(flag: bool, device: torch.device) -> bool:
     t = torch.tensor([1.0 if flag else 0.0], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item() > 0)
+
+
+def progress_disabled() -> bool | None:
+    """tqdm's ``disable``: no bar off rank 0, nor (None) when stderr is not a terminal, so a log file
+    gets the per-step lines alone, never bars interleaved with them."""
+    return None if is_main_process() else True

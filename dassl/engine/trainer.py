@@ -4,7 +4,8 @@ Additions over upstream (docs/INTERNALS.md): named-loss trainers (``forward_trai
 ``inference`` hook, precision handling, torch.distributed, a rolling ``last`` checkpoint with
 exact resume (refused when the config or the data changed), graceful SIGINT/SIGTERM, and a
 non-finite loss check that names epoch and step. The run state and its resume live in ``resume.py``
-(``RunStateMixin``), the choice and loading of a saved model in ``evaluate.py``.
+(``RunStateMixin``), evaluation in ``testing.py`` (``EvaluationMixin``), the choice and loading of a saved
+model in ``evaluate.py``.
 """
 from __future__ import annotations
 
@@ -25,7 +26,6 @@ from dassl.data.data_manager import bad_image_count, reset_bad_image_count
 from dassl.evaluation import build_evaluator
 from dassl.utils import (
     AverageMeter,
-    ConfigError,
     NonFiniteError,
     mkdir_if_missing,
     resume_from_checkpoint,
@@ -39,25 +39,20 @@ from .distributed import (
     all_reduce_gradients,
     any_across_ranks,
     broadcast_module,
-    is_distributed,
     is_main_process,
+    progress_disabled,
     select_device,
 )
 from .interrupt import StopRequest
 from .precision import autocast_context, build_grad_scaler, requested_precision, resolve_precision
-from .ranks import StepTerms, describe_ranks, sum_across_ranks
+from .ranks import StepTerms, describe_ranks
 from .resume import RunStateMixin, check_resumable_config
-from .run_state import capture_rng_state, holds_checkpoints, last_checkpoint_path, restore_rng_state
+from .run_state import holds_checkpoints, last_checkpoint_path
+from .testing import EvaluationMixin
 
 __all__ = ["TrainerBase", "SimpleTrainer", "TrainerX", "check_resumable_config"]
 
 logger = logging.getLogger(__name__)
-
-def _progress_disabled() -> bool | None:
-    """tqdm's ``disable``: no bar off rank 0, nor (None) when stderr is not a terminal, so a log file
-    gets the per-step lines alone, never bars interleaved with them."""
-    return None if is_main_process() else True
-
 
 def _batch_images(batch) -> int:
     """The number of images of a training batch on this rank (its labels'), 1 when it cannot be told."""
@@ -251,7 +246,7 @@ class TrainerBase:
         self.model_update(names)
 
 
-class SimpleTrainer(RunStateMixin, TrainerBase):
+class SimpleTrainer(RunStateMixin, EvaluationMixin, TrainerBase):
     """Data, model, evaluator, auto-resume, checkpoints and evaluation for one labelled dataset."""
 
     # The trainer's config node, cfg.TRAINER.<CFG_NODE> (its PREC sets the precision); "" = TRAINER.NAME upper-cased.
@@ -401,84 +396,6 @@ class SimpleTrainer(RunStateMixin, TrainerBase):
     def _raise_interrupted(self, where: str):
         raise self._stop.interrupted(where, last_checkpoint_path(self.output_dir))
 
-    # ----- evaluation -----
-
-    @torch.no_grad()
-    def test(self, split: str | None = None) -> float:
-        """Evaluate on ``split`` (default ``TEST.SPLIT``) and return the first metric (accuracy)."""
-        self.set_model_mode("eval")
-        self.evaluator.reset()
-        split, data_loader = self._evaluation_loader(split)
-        logger.info(f"Evaluate on the *{split}* set")
-
-        # Under DDP the loader yields this rank's shard; the evaluator merges the shards.
-        for batch in tqdm(data_loader, desc=f"eval {split}", disable=_progress_disabled(), leave=False):
-            input, label = self.parse_batch_test(batch)
-            output = self.model_inference(input)
-            self.evaluator.process(output, label)
-        if is_distributed():
-            self.evaluator.gather_from_ranks()
-
-        try:
-            results = self.evaluator.evaluate()
-        except NonFiniteError as err:
-            raise NonFiniteError(f"Evaluation on the {split} split: {err}") from err
-        for k, v in results.items():
-            self.write_scalar(f"{split}/{k}", v, self.epoch)
-        return list(results.values())[0]
-
-    def _evaluation_loader(self, split: str | None):
-        """(split name, its loader) for ``split``, ``TEST.SPLIT`` by default; "val" must exist."""
-        if split is None:
-            split = self.cfg.TEST.SPLIT
-        if split == "val":
-            if self.val_loader is None:
-                raise ConfigError(
-                    f'Cannot evaluate on the val split: dataset "{self.cfg.DATASET.NAME}" has no validation data'
-                )
-            return split, self.val_loader
-        return "test", self.test_loader
-
-    @torch.no_grad()
-    def test_at_start(self) -> float:
-        """Accuracy of the untrained model on ``TEST.SPLIT``, logged as ``* accuracy at initialisation: X.X%``.
-
-        The RNG state is put back afterwards, so training draws exactly what it draws without this evaluation.
-        The evaluator's result block is not printed: a log holding only this figure is not a finished run's.
-        """
-        rng = capture_rng_state()
-        split, data_loader = self._evaluation_loader(None)
-        logger.info(f"TEST.AT_START: evaluating the model at initialisation on the {split} split")
-        self.set_model_mode("eval")
-        correct = total = nonfinite = 0
-        for batch in tqdm(data_loader, desc=f"eval {split} at start", disable=_progress_disabled(), leave=False):
-            input, label = self.parse_batch_test(batch)
-            output = self.model_inference(input)
-            nonfinite += int((~torch.isfinite(output).all(dim=1)).sum().item())
-            correct += int(output.max(1)[1].eq(label).sum().item())
-            total += int(label.shape[0])
-        correct, total, nonfinite = sum_across_ranks([correct, total, nonfinite])
-        restore_rng_state(rng)
-        if nonfinite:
-            raise NonFiniteError(
-                f"Evaluation at initialisation (TEST.AT_START) on the {split} split: {nonfinite:,} of {total:,} "
-                "images got non-finite logits (NaN or inf)"
-            )
-        accuracy = 100.0 * correct / max(total, 1)
-        logger.info(f"* accuracy at initialisation: {accuracy:.1f}%")
-        self.write_scalar(f"{split}/accuracy_at_initialisation", accuracy, 0)
-        return accuracy
-
-    def model_inference(self, *args, **kwargs):
-        """``self.inference(...)`` when the trainer defines it, else ``self.model(...)``."""
-        with self.autocast():
-            if callable(getattr(self, "inference", None)):
-                return self.inference(*args, **kwargs)
-            return self.model(*args, **kwargs)
-
-    def parse_batch_test(self, batch):
-        return batch["img"].to(self.device), batch["label"].to(self.device)
-
     def get_current_lr(self, names=None) -> float:
         """The lr of the first registered model's optimizer (0.0 when there is none)."""
         names = self.get_model_names(names)
@@ -585,7 +502,7 @@ class TrainerX(SimpleTrainer):
             total=self.num_batches,
             initial=skip,
             desc=f"epoch {self.epoch + 1}/{self.max_epoch}",
-            disable=_progress_disabled(),
+            disable=progress_disabled(),
             leave=False,
         )
         end = time.time()
