@@ -22,7 +22,7 @@ Checks, in order, each a row of the pass/fail table printed last (exit code 1 wh
    PREC the device runs as fp32 (fp16 and amp on a CPU, unless the engine allows them there) is skipped.
 3. ``torchrun``: ``python -m torch.distributed.run --standalone --nproc_per_node 1`` starts this file as a
    worker, which joins a process group of the device's backend (nccl on CUDA, gloo on a CPU) and checks an
-   all-reduce and a broadcast, then runs train.py's command line (``train.cli``) for one epoch of a
+   all-reduce and a broadcast, then runs train.py's command line (the script, in-process) for one epoch of a
    training trainer on the generated tree, on ``--device``: it must exit 0 and log its accuracy.
 4. ``speed``: on CUDA, the performance tables (tools/benchmark.py on a random ViT-B/16-dims CLIP: GOPro,
    CoOp and CoCoOp in fp32 and PREC auto, then the 1000-class step with and without a 12 GB budget), each
@@ -206,12 +206,14 @@ def train_argv(ws: Workspace, trainer_name: str, prec: str, device: str, output_
 
 def build(ws: Workspace, trainer_name: str, prec: str, device: str, tag: str):
     """A trainer built as train.py builds it (its config path, then ``build_trainer``)."""
-    import train
+    import datasets  # noqa: F401  (registers every dataset loader and its config keys)
+    import trainers  # noqa: F401  (registers every trainer and its config keys)
+    from dassl.command_line import parse_args, setup_cfg
     from dassl.engine import build_trainer
     from dassl.utils import set_random_seed
 
     output_dir = osp.join(ws.root, "runs", f"{trainer_name}-{tag}")
-    cfg = train.setup_cfg(train.parse_args(train_argv(ws, trainer_name, prec, device, output_dir)))
+    cfg = setup_cfg(parse_args(train_argv(ws, trainer_name, prec, device, output_dir)))
     set_random_seed(cfg.SEED)
     trainer = build_trainer(cfg)
     if trainer.device.type != torch.device(device).type:
@@ -526,9 +528,9 @@ def check_torchrun(ws: Workspace, args: argparse.Namespace, report: Report) -> N
 
 def torchrun_worker(result_file: str, device_name: str, train_args: list[str]) -> int:
     """Under torchrun: join the process group, check two collectives, leave it, then run train.py's cli."""
-    import torch.distributed as dist
+    import runpy
 
-    import train
+    import torch.distributed as dist
 
     result: dict = {}
     device = torch.device(device_name)
@@ -556,7 +558,13 @@ def torchrun_worker(result_file: str, device_name: str, train_args: list[str]) -
         result["group"] = {"backend": "process", "ok": False, "detail": one_line(err)}
     with open(result_file, "w") as f:
         json.dump(result, f)
-    code = train.cli(train_args)
+    # train.py's command line, run as the script (its exit code), in this process so it inherits the rank.
+    sys.argv = [str(REPO / "train.py"), *train_args]
+    try:
+        runpy.run_path(sys.argv[0], run_name="__main__")
+        code = 0
+    except SystemExit as stop:
+        code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
     result["train_exit_code"] = code
     with open(result_file, "w") as f:
         json.dump(result, f)

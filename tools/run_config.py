@@ -80,9 +80,11 @@ def compared_keys(cfg: dict, learned_only: bool = False) -> dict[str, Any]:
 
 def requested_config(train_args: list[str]):
     """The config ``python train.py TRAIN_ARGS`` would run with."""
-    from train import build_parser, setup_cfg
+    import datasets  # noqa: F401  (registers every dataset loader and its config keys)
+    import trainers  # noqa: F401  (registers every trainer and its config keys)
+    from dassl.command_line import parse_args, setup_cfg
 
-    return setup_cfg(build_parser().parse_args(train_args))
+    return setup_cfg(parse_args(train_args))
 
 
 def saved_config(run_dir: str):
