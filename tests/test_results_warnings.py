@@ -8,6 +8,8 @@ from pathlib import Path
 
 from tests.test_results import write_log
 from tests.test_results_compare import base2new_run, rows_of
+from tests.test_scripts_every_trainer import warm_python  # noqa: F401  (the fixture scripts needs)
+from tests.test_sweeps import printed_results, scripts  # noqa: F401  (scripts: the fixture)
 from tools import results
 
 N_CTX = "WARNING: N_CTX is 8 but CTX_INIT 'a photo of a' has 4 tokens: 4 context vectors are learned"
@@ -110,3 +112,21 @@ def test_transfer_and_few_shot_figures_are_marked_by_their_training_run(tmp_path
     row = next(r for r in rows_of(printed) if r[2] == "eurosat")
     assert row[3:] == ["50.00 ± 0.00 (n=2)", "50.00 ± 0.00 (n=2) †"]  # 1 shot clean, 2 shots warned
     assert f"- CoOp / vit_b16: eurosat, 2 shots, seed 1 (train_all): {N_CTX[len('WARNING: '):]}" in printed
+
+
+def test_a_real_coop_run_with_n_ctx_other_than_ctx_init_has_the_warning_in_the_notes(
+    scripts, tmp_path: Path,  # noqa: F811  (the fixture)
+) -> None:
+    """train.sh and test.sh with the tiny CLIP on the fake eurosat: N_CTX 8 with a four-word CTX_INIT learns 4
+    context vectors, as upstream; the warning the engine logs reaches the results table."""
+    opts = "TRAINER.COOP.N_CTX 8 TRAINER.COOP.CTX_INIT a_photo_of_a"
+    for script in ("train.sh", "test.sh"):
+        scripts(script, "eurosat", "base2new", OPTS=opts)
+    tree = tmp_path / "output" / "base2new"
+    printed = printed_results(str(tree))
+    rows = rows_of(printed)
+    assert rows[1][3] == "Base" and rows[1][4].endswith("(n=1) †") and rows[2][4].endswith("(n=1) †"), rows
+    notes = [line for line in printed.splitlines() if line.startswith("- CoOp / ")]
+    assert len(notes) == 1, printed
+    assert ("eurosat, seed 1 (train_base, test_new): N_CTX is 8 but CTX_INIT 'a photo of a' has 4 tokens: "
+            "4 context vectors are learned") in notes[0]
