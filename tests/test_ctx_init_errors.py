@@ -1,5 +1,6 @@
 """A CTX_INIT that fits the context alone but not with the longest class name is named as CTX_INIT (the key the
-user set), with its token count, the class prompt's and the limit; N_CTX is named only when no CTX_INIT is set.
+user set), with its token count, the class prompt's and the limit, for every trainer with a text context; N_CTX
+is named only when no CTX_INIT is set.
 Through train.py's command line on the fake StanfordCars, whose longest class prompt ('2007 BMW X5 SUV.' with
 SOS and EOT) is 11 tokens."""
 from __future__ import annotations
@@ -11,7 +12,10 @@ import pytest
 from tests.test_first_contact import REPO, assert_one_error, method_argv, run_cli
 
 WORDS = "_".join(["photo"] * 70)  # 70 tokens: under the 73 a prompt allows, over the 66 this class set leaves
-NODES = {"CoOp": "TRAINER.COOP", "IVLP": "TRAINER.IVLP", "MaPLe": "TRAINER.MAPLE"}
+# trainer -> (its config node, options that give it a text context)
+NODES = {"CoOp": ("TRAINER.COOP", ()), "CoCoOp": ("TRAINER.COCOOP", ()), "KgCoOp": ("TRAINER.KGCOOP", ()),
+         "GOPro": ("TRAINER.GOPRO", ()), "IVLP": ("TRAINER.IVLP", ()), "MaPLe": ("TRAINER.MAPLE", ()),
+         "PromptSRC": ("TRAINER.PROMPTSRC", ()), "VPT": ("TRAINER.VPT", ("TRAINER.VPT.N_CTX_TEXT", "2"))}
 
 
 def cars_argv(trainer: str, data_root: str, output_dir, backbone: str, *opts: str) -> list[str]:
@@ -24,8 +28,8 @@ def cars_argv(trainer: str, data_root: str, output_dir, backbone: str, *opts: st
 @pytest.mark.parametrize("trainer", sorted(NODES))
 def test_a_ctx_init_too_long_for_the_class_names_is_a_ctx_init_error(trainer, fake_data_root, tiny_clip_path,
                                                                       tmp_path, capsys):
-    node = NODES[trainer]
-    argv = cars_argv(trainer, fake_data_root, tmp_path / "run", tiny_clip_path, f"{node}.CTX_INIT", WORDS)
+    node, opts = NODES[trainer]
+    argv = cars_argv(trainer, fake_data_root, tmp_path / "run", tiny_clip_path, f"{node}.CTX_INIT", WORDS, *opts)
     assert run_cli(argv) == 1
     stderr = capsys.readouterr().err
     assert_one_error(stderr, f"{node}.CTX_INIT 'photo photo", "has 70 tokens", "'2007 BMW X5 SUV'",
