@@ -196,7 +196,7 @@ def test_a_fork_datasets_short_few_shot_draw_is_said_once(caplog):
         drawn = DatasetBase().generate_fewshot_dataset(items, num_shots=4)
     assert len(drawn) == 4 + 2 + 3
     warnings = [m for m in caplog.messages if "Few-shot draw" in m]
-    assert warnings == ["Few-shot draw of 4 per class: 2 of 3 classes have fewer items (fewest: 2), "
+    assert warnings == ["WARNING: Few-shot draw of 4 per class: 2 of 3 classes have fewer items (fewest: 2), "
                         "and all of theirs are taken"]
 
 

@@ -25,6 +25,12 @@ Base-to-new HM is 2BN/(B+N) of the seed-averaged accuracies; its "± std" is the
 HMs. An average over datasets (or targets) averages their means (HM: of the averaged base and new, over datasets
 that have both); its "± std" is over the per-seed averages of the seeds every averaged dataset has, which are
 its n.
+
+A run that went on after a warning (a ``WARNING:`` line in its log.txt: e.g. N_CTX other than CTX_INIT's
+tokens, a memory budget with no effect, evaluation in another precision) is noted under the table, each
+distinct warning once per seed with the runs that logged it, and every figure that includes that seed is marked
+``†``; an evaluation counts the warnings of the training run whose model it evaluates. results.json has them
+as each table's ``warnings`` and each figure's ``warned`` seeds.
 """
 from __future__ import annotations
 
@@ -47,6 +53,9 @@ AT_INIT_PATTERN = re.compile(r"\* accuracy at initialisation: (\S+)%")
 # holds per-epoch *val* results, which are never the run's result.
 EVAL_SPLIT_PATTERN = re.compile(r"Evaluate on the \*(\w+)\* set")
 MISSING = "—"
+# The engine starts each warn-and-go-on line with this; a figure with such a seed is marked with WARNED_MARK.
+WARNING_PREFIX = "WARNING:"
+WARNED_MARK = "†"
 
 BASE_RUN = "train_base"
 NEW_RUN = "test_new"
@@ -121,6 +130,13 @@ def read_figures(log_path: Path) -> tuple[float | None, float | None]:
             None if at_init is None else parse_accuracy(at_init, log_path))
 
 
+def read_warnings(log_path: Path) -> tuple[str, ...]:
+    """The distinct ``WARNING:`` lines of a log (without the prefix), in the order first logged."""
+    with open(log_path, encoding="utf-8", errors="replace") as log:
+        lines = [line[len(WARNING_PREFIX):].strip() for line in log if line.startswith(WARNING_PREFIX)]
+    return tuple(dict.fromkeys(lines))
+
+
 def read_accuracy(log_path: Path) -> float | None:
     """The last test-split accuracy printed after the result marker, or None when the run has none."""
     return read_figures(log_path)[0]
@@ -140,6 +156,7 @@ class Run:
     problem: str | None = None
     bad_log: bool = False  # unreadable or invalid, as opposed to not finished yet
     at_init: float | None = None  # the accuracy before the first step, when the log has it
+    warnings: tuple[str, ...] = ()  # the log's distinct WARNING lines
 
     @property
     def initial_accuracy(self) -> float | None:
@@ -149,20 +166,22 @@ class Run:
         return self.accuracy if self.shots == ZERO_SHOTS else None
 
 
-def read_run(run_dir: Path) -> tuple[float | None, str | None, bool, float | None]:
-    """(accuracy, why there is none, whether the log is bad, accuracy at initialisation) of one run folder."""
+def read_run(run_dir: Path) -> tuple[float | None, str | None, bool, float | None, tuple[str, ...]]:
+    """(accuracy, why there is none, whether the log is bad, accuracy at initialisation, its WARNING lines) of
+    one run folder."""
     log = run_dir / "log.txt"
     if not log.exists():
-        return None, f"no log.txt in {run_dir}", False, None
+        return None, f"no log.txt in {run_dir}", False, None, ()
     try:
         accuracy, at_init = read_figures(log)
+        warnings = read_warnings(log)
     except OSError as error:
-        return None, f"unreadable log {log}: {error.strerror or error}", True, None
+        return None, f"unreadable log {log}: {error.strerror or error}", True, None, ()
     except InvalidResult as error:
-        return None, str(error), True, None
+        return None, str(error), True, None, ()
     if accuracy is None:
-        return None, f"unfinished: no result in {log}", False, at_init
-    return accuracy, None, False, at_init
+        return None, f"unfinished: no result in {log}", False, at_init, warnings
+    return accuracy, None, False, at_init, warnings
 
 
 def _subdirs(folder: Path, prefix: str = "") -> list[Path]:
@@ -210,6 +229,7 @@ class Stat:
     seeds: dict[int, float] = field(default_factory=dict)
     expected: list[int] = field(default_factory=list)
     missing: dict[int, str] = field(default_factory=dict)
+    warned: list[int] = field(default_factory=list)  # seeds of the figure whose runs logged a WARNING
 
     @property
     def count(self) -> int:
@@ -231,27 +251,63 @@ def population_std(values: list[float]) -> float:
 
 
 def summarize(per_seed: dict[int, float], expected: set[int] | None = None,
-              reasons: dict[int, str] | None = None) -> Stat:
-    """Mean and std over ``per_seed``; each expected seed without a value is listed with its reason."""
+              reasons: dict[int, str] | None = None, warned: set[int] | None = None) -> Stat:
+    """Mean and std over ``per_seed``; each expected seed without a value is listed with its reason, and the
+    seeds of ``warned`` that have a value are kept as the figure's warned seeds."""
     expected_seeds = sorted(set(per_seed) | (expected or set()))
     missing = {s: (reasons or {}).get(s, "not run yet") for s in expected_seeds if s not in per_seed}
     if not per_seed:
         return Stat(None, None, {}, expected_seeds, missing)
     values = list(per_seed.values())
-    return Stat(mean(values), population_std(values), dict(sorted(per_seed.items())), expected_seeds, missing)
+    return Stat(mean(values), population_std(values), dict(sorted(per_seed.items())), expected_seeds, missing,
+                sorted(s for s in (warned or ()) if s in per_seed))
 
 
-def summarize_runs(runs: list[Run], run_name: str, expected: set[int]) -> Stat:
-    """The Stat of the runs named ``run_name``, over the seeds ``expected``."""
+def warned_seeds(runs: list[Run], *names: str) -> set[int]:
+    """Seeds of which a run named one of ``names`` logged a WARNING."""
+    return {r.seed for r in runs if r.warnings and r.name in names}
+
+
+def summarize_runs(runs: list[Run], run_name: str, expected: set[int], trained_by: str | None = None) -> Stat:
+    """The Stat of the runs named ``run_name``, over the seeds ``expected``; an evaluation's figure is warned
+    by its own run and by ``trained_by``, the training run whose model it evaluates."""
     named = [r for r in runs if r.name == run_name]
     return summarize({r.seed: r.accuracy for r in named if r.accuracy is not None}, expected,
-                     {r.seed: r.problem for r in named if r.problem})
+                     {r.seed: r.problem for r in named if r.problem},
+                     warned_seeds(runs, run_name, *([trained_by] if trained_by else [])))
 
 
 def summarize_initial(runs: list[Run], run_name: str) -> Stat:
     """The Stat of the accuracies at initialisation of the runs named ``run_name`` that logged one."""
     named = [r for r in runs if r.name == run_name and r.initial_accuracy is not None]
-    return summarize({r.seed: r.initial_accuracy for r in named})
+    return summarize({r.seed: r.initial_accuracy for r in named}, warned=warned_seeds(named, run_name))
+
+
+@dataclass
+class RunWarning:
+    """A WARNING line of one seed's logs, with the runs that logged it."""
+
+    dataset: str
+    shots: str
+    seed: int
+    runs: list[str]
+    warning: str
+
+
+def _training_first(run: Run) -> tuple[bool, str]:
+    return (not run.name.startswith("train"), run.name)
+
+
+def collect_warnings(runs: list[Run]) -> list[RunWarning]:
+    """Each distinct WARNING line once per dataset, shots and seed, naming the runs that logged it (training
+    runs first)."""
+    grouped: dict[tuple[str, str, int], dict[str, list[str]]] = {}
+    for run in sorted(runs, key=lambda r: (dataset_sort_key(r.dataset), _shots_key(r.shots), r.seed,
+                                           _training_first(r))):
+        for warning in run.warnings:
+            grouped.setdefault((run.dataset, run.shots, run.seed), {}).setdefault(warning, []).append(run.name)
+    return [RunWarning(dataset, shots, seed, names, warning)
+            for (dataset, shots, seed), by_text in grouped.items() for warning, names in by_text.items()]
 
 
 def harmonic_mean(base: float | None, new: float | None) -> float | None:
@@ -299,6 +355,7 @@ class Base2NewRow:
     hm_std: float | None
     hm_seeds: int = 0  # seeds with both a base and a new result
     at_init: Stat | None = None  # base accuracy before training
+    hm_warned: list[int] = field(default_factory=list)  # seeds of the HM whose base or new runs logged a WARNING
 
 
 @dataclass
@@ -311,6 +368,7 @@ class Base2NewTable:
     missing: list[str] = field(default_factory=list)
     protocol: str = BASE2NEW
     logs_at_init: bool = False  # a log of the table has an accuracy at initialisation line
+    warnings: list[RunWarning] = field(default_factory=list)
 
 
 @dataclass
@@ -336,6 +394,8 @@ class TransferTable:
     missing: list[str] = field(default_factory=list)
     target_average_expected: int = 0  # seeds with a folder for the averaged targets
     logs_at_init: bool = False  # a log of the table has an accuracy at initialisation line
+    target_average_warned: bool = False  # an averaged target figure has a warned seed
+    warnings: list[RunWarning] = field(default_factory=list)
 
 
 @dataclass
@@ -355,24 +415,29 @@ class FewShotTable:
     missing: list[str] = field(default_factory=list)
     protocol: str = FEW_SHOT
     logs_at_init: bool = False  # a log of the table has an accuracy at initialisation line
+    warnings: list[RunWarning] = field(default_factory=list)
 
 
 def average_of(stats: list[Stat]) -> dict[str, float | int | None]:
     """Mean over ``stats`` of their means (those with one), its std over the per-seed averages of the seeds
-    they all have, how many were averaged, those common seeds and the seeds expected."""
+    they all have, how many were averaged, those common seeds, the seeds expected and whether an averaged
+    figure has a warned seed."""
     present = [s for s in stats if s.mean is not None]
     by_seed = per_seed_average(present)
     return {"mean": mean([s.mean for s in present]) if present else None,
             "std": std_or_none(list(by_seed.values())), "datasets": len(present), "seeds": len(by_seed),
-            "expected_seeds": len(set().union(*(s.expected for s in present))) if present else 0}
+            "expected_seeds": len(set().union(*(s.expected for s in present))) if present else 0,
+            "warned": any(s.warned for s in present)}
 
 
 def build_base2new_row(dataset: str, runs: list[Run]) -> Base2NewRow:
     expected = _seeds(runs)
-    base, new = summarize_runs(runs, BASE_RUN, expected), summarize_runs(runs, NEW_RUN, expected)
+    base = summarize_runs(runs, BASE_RUN, expected)
+    new = summarize_runs(runs, NEW_RUN, expected, trained_by=BASE_RUN)
     per_seed_hm = [harmonic_mean(base.seeds[s], new.seeds[s]) for s in base.seeds if s in new.seeds]
+    hm_warned = sorted(s for s in set(base.warned) | set(new.warned) if s in base.seeds and s in new.seeds)
     return Base2NewRow(dataset, base, new, harmonic_mean(base.mean, new.mean), std_or_none(per_seed_hm),
-                       len(per_seed_hm), summarize_initial(runs, BASE_RUN))
+                       len(per_seed_hm), summarize_initial(runs, BASE_RUN), hm_warned)
 
 
 def base2new_average(rows: list[Base2NewRow]) -> dict[str, float | int | None]:
@@ -380,11 +445,15 @@ def base2new_average(rows: list[Base2NewRow]) -> dict[str, float | int | None]:
     The base accuracy at initialisation is averaged over the datasets that have it."""
     initial = average_of([r.at_init for r in rows if r.at_init is not None])
     at_init = {"at_init": initial["mean"], "at_init_std": initial["std"], "at_init_datasets": initial["datasets"],
-               "at_init_seeds": initial["seeds"], "at_init_expected_seeds": initial["expected_seeds"]}
+               "at_init_seeds": initial["seeds"], "at_init_expected_seeds": initial["expected_seeds"],
+               "at_init_warned": initial["warned"]}
     complete = [r for r in rows if r.base.mean is not None and r.new.mean is not None]
+    warned = {"base_warned": any(r.base.warned for r in complete), "new_warned": any(r.new.warned for r in complete),
+              "hm_warned": any(r.hm_warned for r in complete)}
     if not complete:
         return {"base": None, "new": None, "hm": None, "datasets": 0,
-                "base_std": None, "new_std": None, "hm_std": None, "seeds": 0, "expected_seeds": 0, **at_init}
+                "base_std": None, "new_std": None, "hm_std": None, "seeds": 0, "expected_seeds": 0, **warned,
+                **at_init}
     base = mean([r.base.mean for r in complete])
     new = mean([r.new.mean for r in complete])
     base_by_seed = per_seed_average([r.base for r in complete])
@@ -395,7 +464,7 @@ def base2new_average(rows: list[Base2NewRow]) -> dict[str, float | int | None]:
             "base_std": std_or_none([base_by_seed[s] for s in both]),
             "new_std": std_or_none([new_by_seed[s] for s in both]),
             "hm_std": std_or_none([harmonic_mean(base_by_seed[s], new_by_seed[s]) for s in both]),
-            "seeds": len(both), "expected_seeds": len(expected), **at_init}
+            "seeds": len(both), "expected_seeds": len(expected), **warned, **at_init}
 
 
 def build_base2new_table(key: tuple[str, str, str], by_dataset: dict[str, list[Run]]) -> Base2NewTable | None:
@@ -407,7 +476,8 @@ def build_base2new_table(key: tuple[str, str, str], by_dataset: dict[str, list[R
     missing = [line for row in rows
                for line in missing_lines(f"{row.dataset} base", row.base) + missing_lines(f"{row.dataset} new", row.new)]
     logged = any(r.at_init is not None for runs in by_dataset.values() for r in runs)
-    return Base2NewTable(*key, rows, base2new_average(rows), missing, logs_at_init=logged)
+    warnings = collect_warnings([r for runs in by_dataset.values() for r in runs if r.name in (BASE_RUN, NEW_RUN)])
+    return Base2NewTable(*key, rows, base2new_average(rows), missing, logs_at_init=logged, warnings=warnings)
 
 
 def build_transfer_table(protocol: str, key: tuple[str, str, str], source: str,
@@ -417,12 +487,13 @@ def build_transfer_table(protocol: str, key: tuple[str, str, str], source: str,
                       if r.name.startswith(TARGET_RUN_PREFIX)}, key=dataset_sort_key)
     rows = [TransferRow(source, "source", summarize_runs(runs, SOURCE_RUN, expected),
                         summarize_initial(runs, SOURCE_RUN))]
-    rows += [TransferRow(t, "target", summarize_runs(runs, TARGET_RUN_PREFIX + t, expected)) for t in targets]
+    rows += [TransferRow(t, "target", summarize_runs(runs, TARGET_RUN_PREFIX + t, expected, trained_by=SOURCE_RUN))
+             for t in targets]
     average = average_of([r.accuracy for r in rows[1:]])
     missing = [line for r in rows for line in missing_lines(f"{r.dataset} ({r.role})", r.accuracy)]
     return TransferTable(protocol, *key, source, rows, average["mean"], average["datasets"], average["std"],
                          average["seeds"], missing, average["expected_seeds"],
-                         any(r.at_init is not None for r in runs))
+                         any(r.at_init is not None for r in runs), average["warned"], collect_warnings(runs))
 
 
 def _shots_key(shots: str) -> tuple[int, str]:
@@ -448,8 +519,9 @@ def build_few_shot_table(key: tuple[str, str], runs: list[Run]) -> FewShotTable:
         initial = average_of([row.at_init[shots] for row in rows if shots in row.at_init])
         average[shots] = {**figures, "at_init": initial["mean"], "at_init_std": initial["std"],
                           "at_init_datasets": initial["datasets"], "at_init_seeds": initial["seeds"],
-                          "at_init_expected_seeds": initial["expected_seeds"]}
-    return FewShotTable(*key, shots_values, rows, average, missing, logs_at_init=any(r.at_init is not None for r in runs))
+                          "at_init_expected_seeds": initial["expected_seeds"], "at_init_warned": initial["warned"]}
+    return FewShotTable(*key, shots_values, rows, average, missing, logs_at_init=any(r.at_init is not None for r in runs),
+                        warnings=collect_warnings(runs))
 
 
 def transfer_protocol(tree: Path) -> str:
@@ -647,8 +719,13 @@ def fmt_mean_std(value: float | None, std: float | None, seeds: int = 2) -> str:
     return f"{value:.2f}" + (f" ± {std:.2f}" if std is not None and seeds >= 2 else "")
 
 
+def marked(text: str, warned: bool) -> str:
+    """``text`` with the mark of a figure that includes a seed whose run logged a warning."""
+    return f"{text} {WARNED_MARK}" if warned and text != MISSING else text
+
+
 def fmt_stat(stat: Stat) -> str:
-    return fmt_mean_std(stat.mean, stat.std, stat.count)
+    return marked(fmt_mean_std(stat.mean, stat.std, stat.count), bool(stat.warned))
 
 
 def seed_note(found: int, expected: int) -> str:
@@ -656,17 +733,18 @@ def seed_note(found: int, expected: int) -> str:
     return f"n={found}" if found == expected else f"{found}/{expected}"
 
 
-def fmt_figure(value: float | None, std: float | None, found: int, expected: int) -> str:
-    """A comparison cell: ``mean ± std (n=N)``, no spread for one seed, ``— (0/N)`` for none."""
+def fmt_figure(value: float | None, std: float | None, found: int, expected: int, warned: bool = False) -> str:
+    """A comparison cell: ``mean ± std (n=N)``, no spread for one seed, ``— (0/N)`` for none; ``†`` when
+    ``warned``."""
     if value is None:
         return MISSING if not expected else f"{MISSING} (0/{expected})"
-    return f"{fmt_mean_std(value, std, found)} ({seed_note(found, expected)})"
+    return marked(f"{fmt_mean_std(value, std, found)} ({seed_note(found, expected)})", warned)
 
 
 def fmt_stat_cell(stat: Stat | None) -> str:
     if stat is None:
         return MISSING
-    return fmt_figure(stat.mean, stat.std, stat.count, len(stat.expected))
+    return fmt_figure(stat.mean, stat.std, stat.count, len(stat.expected), bool(stat.warned))
 
 
 def fmt_published_triple(row: dict | None) -> str:
@@ -700,14 +778,29 @@ def notes_markdown(notes: list[str]) -> list[str]:
     return ["", *(f"Note: {note}" for note in notes)] if notes else []
 
 
+def warning_lines(label: str, warnings: list[RunWarning], with_shots: bool = False) -> list[str]:
+    """``label: dataset, seed S (runs): warning``, one line per distinct warning of a seed (no label: none)."""
+    return [f"{f'{label}: ' if label else ''}{w.dataset}{f', {shots_label(w.shots)}' if with_shots else ''}, seed {w.seed} "
+            f"({', '.join(w.runs)}): {w.warning}" for w in warnings]
+
+
+def warnings_markdown(lines: list[str]) -> list[str]:
+    """The warnings the table's runs logged, under a legend of the mark their figures carry."""
+    if not lines:
+        return []
+    return ["", f"{WARNED_MARK} Warnings logged by the runs (each in its log.txt); a figure marked {WARNED_MARK} "
+                "includes a seed whose run, or the training run it evaluates, logged one:"] + [f"- {line}" for line in lines]
+
+
 def _coverage(count: int, total: int, noun: str) -> str:
     """``; 1 of 2 datasets`` when an average covers fewer columns than the table has."""
     return "" if count >= total else f"; {count} of {plural(total, noun)}"
 
 
-def _average_cell(value, std, seeds, expected, count, total, noun) -> str:
+def _average_cell(value, std, seeds, expected, count, total, noun, warned: bool = False) -> str:
     text = fmt_figure(value, std, seeds, expected)
-    return text if value is None or count >= total else f"{text[:-1]}{_coverage(count, total, noun)})"
+    text = text if value is None or count >= total else f"{text[:-1]}{_coverage(count, total, noun)})"
+    return marked(text, warned)
 
 
 def base2new_comparison(tables: list[Base2NewTable], reference: dict, methods: list[str]) -> list[str]:
@@ -733,7 +826,7 @@ def base2new_comparison(tables: list[Base2NewTable], reference: dict, methods: l
                     cells.append(MISSING)
                 elif metric == "hm":
                     expected = len(set(row.base.expected) | set(row.new.expected))
-                    cells.append(fmt_figure(row.hm, row.hm_std, row.hm_seeds, expected))
+                    cells.append(fmt_figure(row.hm, row.hm_std, row.hm_seeds, expected, bool(row.hm_warned)))
                 else:
                     cells.append(fmt_stat_cell(getattr(row, metric)))
             if averaged:
@@ -741,7 +834,8 @@ def base2new_comparison(tables: list[Base2NewTable], reference: dict, methods: l
                 value = average[metric]
                 std = average["at_init_std"] if metric == "at_init" else average[f"{metric}_std"]
                 cells.append(_average_cell(value, std, average[f"{prefix}seeds"], average[f"{prefix}expected_seeds"],
-                                           average[f"{prefix}datasets"], len(datasets), "dataset"))
+                                           average[f"{prefix}datasets"], len(datasets), "dataset",
+                                           average[f"{metric}_warned"]))
             rows.append(cells)
     common = commonly_averaged(tables, datasets)
     shown = [published_base2new(reference, m, datasets, common) for m in methods if m in reference.get(BASE2NEW, {})]
@@ -758,7 +852,10 @@ def base2new_comparison(tables: list[Base2NewTable], reference: dict, methods: l
     title = f"### {BASE2NEW}: every trainer and configuration"
     notes = reference_notes(BASE2NEW, tables, reference, methods, shown, common)
     missing = [f"{t.trainer} / {t.config}, {shots_label(t.shots)}: {line}" for t in tables for line in t.missing]
-    return [title, ""] + _markdown_rows(header, rows) + missing_markdown(missing) + notes_markdown(notes)
+    warned = [line for t in tables for line in warning_lines(f"{t.trainer} / {t.config}, {shots_label(t.shots)}",
+                                                              t.warnings)]
+    return ([title, ""] + _markdown_rows(header, rows) + missing_markdown(missing) + warnings_markdown(warned)
+            + notes_markdown(notes))
 
 
 def transfer_comparison(tables: list[TransferTable], reference: dict, methods: list[str]) -> list[str]:
@@ -782,7 +879,8 @@ def transfer_comparison(tables: list[TransferTable], reference: dict, methods: l
             if averaged:
                 cells.append(_average_cell(table.target_average, table.target_average_std,
                                            table.target_average_seeds, table.target_average_expected,
-                                           table.targets_averaged, len(targets), "target"))
+                                           table.targets_averaged, len(targets), "target",
+                                           table.target_average_warned))
             rows.append(cells)
         common = commonly_averaged_targets(group, targets)
         shown = [published_transfer(reference, protocol, m, source, targets, common) for m in methods
@@ -800,8 +898,11 @@ def transfer_comparison(tables: list[TransferTable], reference: dict, methods: l
             rows.append(cells)
         notes = reference_notes(protocol, group, reference, methods, shown, common)
         missing = [f"{t.trainer} / {t.config}, {shots_label(t.shots)}: {line}" for t in group for line in t.missing]
+        warned = [line for t in group
+                  for line in warning_lines(f"{t.trainer} / {t.config}, {shots_label(t.shots)}", t.warnings)]
         lines += ([""] if lines else []) + [f"### {protocol}: every trainer and configuration, source {source}", ""]
-        lines += _markdown_rows(header, rows) + missing_markdown(missing) + notes_markdown(notes)
+        lines += _markdown_rows(header, rows) + missing_markdown(missing) + warnings_markdown(warned)
+        lines += notes_markdown(notes)
     return lines
 
 
@@ -834,12 +935,15 @@ def few_shot_comparison(tables: list[FewShotTable], reference: dict) -> list[str
                     value = a["at_init"] if prefix else a["mean"]
                     std = a["at_init_std"] if prefix else a["std"]
                     cells.append(_average_cell(value, std, a[f"{prefix}seeds"], a[f"{prefix}expected_seeds"],
-                                               a[f"{prefix}datasets"], len(table.rows), "dataset"))
+                                               a[f"{prefix}datasets"], len(table.rows), "dataset",
+                                               a[f"{prefix}warned"]))
                 rows.append(cells)
     notes = ["The reference file has no published few-shot figures."] if reference else []
     missing = [f"{t.trainer} / {t.config}: {line}" for t in tables for line in t.missing]
+    warned = [line for t in tables for line in warning_lines(f"{t.trainer} / {t.config}", t.warnings, with_shots=True)]
     title = f"### {FEW_SHOT}: every trainer and configuration"
-    return [title, ""] + _markdown_rows(header, rows) + missing_markdown(missing) + notes_markdown(notes)
+    return ([title, ""] + _markdown_rows(header, rows) + missing_markdown(missing) + warnings_markdown(warned)
+            + notes_markdown(notes))
 
 
 def base2new_markdown(table: Base2NewTable, reference: dict) -> list[str]:
@@ -851,7 +955,8 @@ def base2new_markdown(table: Base2NewTable, reference: dict) -> list[str]:
         header.append(f"Published {method} (B / N / HM)")
     rows = []
     for row in table.rows:
-        cells = [row.dataset, fmt_stat(row.base), fmt_stat(row.new), fmt_mean_std(row.hm, row.hm_std, row.hm_seeds),
+        cells = [row.dataset, fmt_stat(row.base), fmt_stat(row.new),
+                 marked(fmt_mean_std(row.hm, row.hm_std, row.hm_seeds), bool(row.hm_warned)),
                  f"{row.base.seed_fraction}, {row.new.seed_fraction}"]
         cells += [fmt_stat_cell(row.at_init)] if with_init else []
         if with_reference:
@@ -859,13 +964,12 @@ def base2new_markdown(table: Base2NewTable, reference: dict) -> list[str]:
         rows.append(cells)
     average = table.average
     seeds = average.get("seeds", 0)
-    cells = [f"**Average** ({plural(average['datasets'], 'dataset')})",
-             fmt_mean_std(average["base"], average.get("base_std"), seeds),
-             fmt_mean_std(average["new"], average.get("new_std"), seeds),
-             fmt_mean_std(average["hm"], average.get("hm_std"), seeds),
-             f"{plural(seeds, 'common seed')}"]
+    cells = [f"**Average** ({plural(average['datasets'], 'dataset')})"]
+    cells += [marked(fmt_mean_std(average[metric], average.get(f"{metric}_std"), seeds), average[f"{metric}_warned"])
+              for metric in ("base", "new", "hm")]
+    cells.append(plural(seeds, "common seed"))
     cells += [fmt_figure(average["at_init"], average["at_init_std"], average["at_init_seeds"],
-                         average["at_init_expected_seeds"])] if with_init else []
+                         average["at_init_expected_seeds"], average["at_init_warned"])] if with_init else []
     if with_reference:
         datasets = [row.dataset for row in table.rows if row.base.mean is not None and row.new.mean is not None]
         published = published_base2new(reference, method, datasets)
@@ -873,7 +977,8 @@ def base2new_markdown(table: Base2NewTable, reference: dict) -> list[str]:
                                           else published.cells.get(datasets[0]) if datasets else None))
     rows.append(cells)
     title = f"### {BASE2NEW} — {table.trainer} / {table.config}, {shots_label(table.shots)}"
-    return [title, ""] + _markdown_rows(header, rows) + missing_markdown(table.missing)
+    return ([title, ""] + _markdown_rows(header, rows) + missing_markdown(table.missing)
+            + warnings_markdown(warning_lines("", table.warnings)))
 
 
 def transfer_markdown(table: TransferTable, reference: dict) -> list[str]:
@@ -895,7 +1000,8 @@ def transfer_markdown(table: TransferTable, reference: dict) -> list[str]:
             cells.append(fmt(published.cells[row.dataset]["accuracy"]))
         rows.append(cells)
     cells = [f"**Target average** ({plural(table.targets_averaged, 'target')})", "",
-             fmt_mean_std(table.target_average, table.target_average_std, table.target_average_seeds),
+             marked(fmt_mean_std(table.target_average, table.target_average_std, table.target_average_seeds),
+                    table.target_average_warned),
              plural(table.target_average_seeds, "common seed")]
     if with_reference:
         column = AVERAGE if len(targets) > 1 else targets[0] if targets else None
@@ -903,7 +1009,8 @@ def transfer_markdown(table: TransferTable, reference: dict) -> list[str]:
     rows.append(cells)
     title = (f"### {table.protocol} — {table.trainer} / {table.config}, {shots_label(table.shots)}, "
              f"source {table.source}")
-    return [title, ""] + _markdown_rows(header, rows) + missing_markdown(table.missing)
+    return ([title, ""] + _markdown_rows(header, rows) + missing_markdown(table.missing)
+            + warnings_markdown(warning_lines("", table.warnings)))
 
 
 def few_shot_markdown(table: FewShotTable) -> list[str]:
@@ -913,16 +1020,19 @@ def few_shot_markdown(table: FewShotTable) -> list[str]:
         cells = [row.dataset]
         for shots in table.shots:
             stat = row.accuracy.get(shots)
-            cells.append(MISSING if stat is None else f"{fmt_stat(stat)} ({stat.seed_fraction})")
+            cells.append(MISSING if stat is None else marked(f"{fmt_mean_std(stat.mean, stat.std, stat.count)} "
+                                                             f"({stat.seed_fraction})", bool(stat.warned)))
         rows.append(cells)
     cells = ["**Average**"]
     for shots in table.shots:
         average = table.average[shots]
-        cells.append(f"{fmt_mean_std(average['mean'], average['std'], average['seeds'])} "
-                     f"({plural(average['datasets'], 'dataset')}, {plural(average['seeds'], 'common seed')})")
+        cells.append(marked(f"{fmt_mean_std(average['mean'], average['std'], average['seeds'])} "
+                            f"({plural(average['datasets'], 'dataset')}, {plural(average['seeds'], 'common seed')})",
+                            average["warned"]))
     rows.append(cells)
     title = f"### {FEW_SHOT} — {table.trainer} / {table.config}"
-    return [title, ""] + _markdown_rows(header, rows) + missing_markdown(table.missing)
+    return ([title, ""] + _markdown_rows(header, rows) + missing_markdown(table.missing)
+            + warnings_markdown(warning_lines("", table.warnings, with_shots=True)))
 
 
 def render_markdown(tree: Path, tables: list, reference: dict, methods: list[str] | None = None,

@@ -85,7 +85,8 @@ class CoCoOpNet(PromptModel):
     @classmethod
     def from_config(cls, cfg: CN, clip_model, classnames: Sequence[str]) -> CoCoOpNet:
         learner = CoCoOpPromptLearner.from_config(cfg, clip_model)
-        check_context_fits(learner.n_ctx, classnames, clip_model.context_length, "TRAINER.COCOOP.N_CTX")
+        check_context_fits(learner.n_ctx, classnames, clip_model.context_length, "TRAINER.COCOOP.N_CTX",
+                           cfg.TRAINER.COCOOP.CTX_INIT)
         prompts = ClassPrompts(clip_model, classnames, learner.n_ctx)
         return cls(clip_model, learner, prompts, cfg.TRAINER.COCOOP.EVAL_PROMPT_CHUNK, cfg.TRAIN.MEMORY_BUDGET_GB)
 

@@ -61,7 +61,8 @@ class CoOpNet(PromptModel):
     def from_config(cls, cfg: CN, clip_model, classnames: Sequence[str]) -> CoOpNet:
         c = cfg.TRAINER.COOP
         learner = CoOpPromptLearner.from_config(cfg, clip_model, len(classnames))
-        check_context_fits(learner.n_ctx, classnames, clip_model.context_length, "TRAINER.COOP.N_CTX")
+        check_context_fits(learner.n_ctx, classnames, clip_model.context_length, "TRAINER.COOP.N_CTX",
+                           c.CTX_INIT)
         prompts = ClassPrompts(clip_model, classnames, learner.n_ctx, position=c.CLASS_TOKEN_POSITION)
         return cls(clip_model, learner, prompts)
 

@@ -19,7 +19,8 @@ import clip
 from dassl.utils import ConfigError
 
 from .base import PromptModel
-from .class_prompts import CTX_PLACEHOLDER, ClassPrompts, token_counts
+from .checks import context_init_too_long
+from .class_prompts import CTX_PLACEHOLDER, MIN_NON_CONTEXT_TOKENS, ClassPrompts, token_counts
 from .losses import classification_terms, cosine_logits
 
 __all__ = [
@@ -61,15 +62,31 @@ def check_vision_backbone(clip_model, key: str, value: int) -> None:
         )
 
 
-def check_prompts_fit(prefix: str, classnames: Sequence[str], context_length: int, key: str) -> None:
-    """Every prompt "<prefix> <classname>." must fit the text context (else its EOT would be cut)."""
+def check_prompts_fit(prefix: str, classnames: Sequence[str], context_length: int, n_ctx_key: str, n_ctx: int,
+                      init_key: str) -> None:
+    """Every prompt "<prefix> <classname>." must fit the text context (else its EOT would be cut).
+
+    The error names the key that made the prefix: ``init_key`` when it is CTX_INIT's words, ``n_ctx_key``
+    when it is the n_ctx placeholders of a random context.
+    """
     counts = token_counts([f"{prefix} {name.replace('_', ' ')}." for name in classnames])
     longest = max(range(len(counts)), key=counts.__getitem__)
-    if counts[longest] > context_length:
-        raise ConfigError(
-            f"{key}: the prompt for class {classnames[longest]!r} needs {counts[longest]} tokens but the context "
-            f"length is {context_length}; use fewer context tokens"
-        )
+    if counts[longest] <= context_length:
+        return
+    class_tokens = token_counts([f"{classnames[longest].replace('_', ' ')}."])[0]  # with SOS and EOT
+    if prefix != placeholder_text(n_ctx):
+        n_words = token_counts([prefix])[0] - 2
+        raise ConfigError(context_init_too_long(init_key, prefix, n_words, classnames[longest], class_tokens,
+                                                context_length))
+    raise ConfigError(
+        f"{n_ctx_key} {n_ctx}: the prompt for class {classnames[longest]!r} needs {counts[longest]} tokens but the "
+        f"context length is {context_length}; use {n_ctx_key} <= {context_length - class_tokens}"
+    )
+
+
+def placeholder_text(n_ctx: int) -> str:
+    """The prompt text a random context of ``n_ctx`` vectors stands on."""
+    return " ".join([CTX_PLACEHOLDER] * n_ctx)
 
 
 def text_context(clip_model, n_ctx: int, ctx_init: str, n_ctx_key: str, init_key: str) -> tuple[Tensor, str]:
@@ -83,8 +100,16 @@ def text_context(clip_model, n_ctx: int, ctx_init: str, n_ctx_key: str, init_key
         raise ConfigError(f"{n_ctx_key} is {n_ctx}; valid: >= 1")
     words = ctx_init.replace("_", " ").strip()
     if words and n_ctx <= MAX_WORD_INIT:
+        n_tokens = token_counts([words])[0] - 2  # without SOS and EOT
+        limit = clip_model.context_length - MIN_NON_CONTEXT_TOKENS
+        if n_tokens > limit:  # checked before tokenising at the context length, which would cut it
+            shown = words if len(words) <= 60 else words[:57] + "..."
+            raise ConfigError(
+                f"{init_key} {shown!r} has {n_tokens} tokens, but a prompt holds {clip_model.context_length} "
+                f"tokens and SOS, EOT, the class name and '.' take at least {MIN_NON_CONTEXT_TOKENS}: use a "
+                f"{init_key} of at most {limit} tokens, fewer by the longest class name"
+            )
         ids = clip.tokenize([words], context_length=clip_model.context_length)
-        n_tokens = int(ids.argmax(dim=-1)) - 1
         if n_tokens < n_ctx:
             raise ConfigError(
                 f"{init_key} {words!r} has {n_tokens} tokens, fewer than {n_ctx_key} {n_ctx}; "
@@ -96,7 +121,7 @@ def text_context(clip_model, n_ctx: int, ctx_init: str, n_ctx_key: str, init_key
         with torch.no_grad():
             embeddings = clip_model.token_embedding(ids.to(clip_model.logit_scale.device))[0, 1 : 1 + n_ctx]
         return embeddings.float().clone(), words
-    return torch.empty(n_ctx, clip_model.text_width).normal_(0.0, PROMPT_INIT_STD), " ".join([CTX_PLACEHOLDER] * n_ctx)
+    return torch.empty(n_ctx, clip_model.text_width).normal_(0.0, PROMPT_INIT_STD), placeholder_text(n_ctx)
 
 
 def _normal(*shape: int) -> nn.Parameter:
@@ -138,7 +163,8 @@ def build_independent_prompts(
                 f"{node}.N_CTX_VISION is {c.N_CTX_VISION}; valid: >= 1 when PROMPT_DEPTH_VISION > 0"
             )
     ctx, prefix = text_context(clip_model, c.N_CTX_TEXT, c.CTX_INIT, f"{node}.N_CTX_TEXT", f"{node}.CTX_INIT")
-    check_prompts_fit(prefix, classnames, clip_model.context_length, f"{node}.N_CTX_TEXT {c.N_CTX_TEXT}")
+    check_prompts_fit(prefix, classnames, clip_model.context_length, f"{node}.N_CTX_TEXT", c.N_CTX_TEXT,
+                      f"{node}.CTX_INIT")
     vision_width = clip_model.vision_width if c.PROMPT_DEPTH_VISION else 0
     learner = learner_cls(ctx, c.PROMPT_DEPTH_TEXT, c.PROMPT_DEPTH_VISION, c.N_CTX_VISION, vision_width,
                           **learner_kwargs)

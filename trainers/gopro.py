@@ -149,7 +149,8 @@ class GOProNet(PromptModel):
     def from_config(cls, cfg: CN, clip_model, classnames: Sequence[str]) -> GOProNet:
         g = cfg.TRAINER.GOPRO
         learner = GOProPromptLearner.from_config(cfg, clip_model)
-        check_context_fits(learner.n_ctx, classnames, clip_model.context_length, "TRAINER.GOPRO.N_CTX")
+        check_context_fits(learner.n_ctx, classnames, clip_model.context_length, "TRAINER.GOPRO.N_CTX",
+                           g.CTX_INIT)
         return cls(
             clip_model,
             learner,

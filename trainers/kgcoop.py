@@ -69,7 +69,8 @@ class KgCoOpNet(CoOpNet):
     def from_config(cls, cfg: CN, clip_model, classnames: Sequence[str], template: str) -> KgCoOpNet:
         k = cfg.TRAINER.KGCOOP
         learner = CoOpPromptLearner(init_context(clip_model, k.N_CTX, k.CTX_INIT))
-        check_context_fits(learner.n_ctx, classnames, clip_model.context_length, "TRAINER.KGCOOP.N_CTX")
+        check_context_fits(learner.n_ctx, classnames, clip_model.context_length, "TRAINER.KGCOOP.N_CTX",
+                           k.CTX_INIT)
         prompts = ClassPrompts(clip_model, classnames, learner.n_ctx)
         return cls(clip_model, learner, prompts, classnames, template, k.W, k.PENALTY)
 

@@ -69,7 +69,8 @@ class MaPLeNet(DeepPromptNet):
         blocks = min(clip_model.text_layers, clip_model.vision_layers)
         check_depth(c.PROMPT_DEPTH, blocks, "TRAINER.MAPLE.PROMPT_DEPTH", "shallower")
         ctx, prefix = text_context(clip_model, c.N_CTX, c.CTX_INIT, "TRAINER.MAPLE.N_CTX", "TRAINER.MAPLE.CTX_INIT")
-        check_prompts_fit(prefix, classnames, clip_model.context_length, f"TRAINER.MAPLE.N_CTX {c.N_CTX}")
+        check_prompts_fit(prefix, classnames, clip_model.context_length, "TRAINER.MAPLE.N_CTX", c.N_CTX,
+                          "TRAINER.MAPLE.CTX_INIT")
         learner = CoupledPrompts(ctx, c.PROMPT_DEPTH, clip_model.vision_width, c.INDEPENDENT_COUPLING_INIT)
         return cls(clip_model, learner, ClassPrompts(clip_model, classnames, ctx.shape[0], placeholder=prefix))
 

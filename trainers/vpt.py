@@ -83,7 +83,8 @@ class VPTNet(DeepPromptNet):
         if c.N_CTX_TEXT > 0:
             ctx, prefix = text_context(clip_model, c.N_CTX_TEXT, c.CTX_INIT, "TRAINER.VPT.N_CTX_TEXT",
                                        "TRAINER.VPT.CTX_INIT")
-            check_prompts_fit(prefix, classnames, clip_model.context_length, f"TRAINER.VPT.N_CTX_TEXT {c.N_CTX_TEXT}")
+            check_prompts_fit(prefix, classnames, clip_model.context_length, "TRAINER.VPT.N_CTX_TEXT",
+                              c.N_CTX_TEXT, "TRAINER.VPT.CTX_INIT")
             learner = IndependentPrompts(ctx, 1, c.PROMPT_DEPTH_VISION, c.N_CTX_VISION, clip_model.vision_width)
             return cls(clip_model, learner, class_prompts=ClassPrompts(clip_model, classnames, ctx.shape[0],
                                                                        placeholder=prefix))

@@ -202,7 +202,7 @@ class DatasetBase:
             short = [len(items) for items in groups.values() if len(items) < num_shots]
             if short and not repeat:  # the run is named after num_shots; say once that some classes have fewer
                 logger.warning(
-                    f"Few-shot draw of {num_shots} per class: {len(short)} of {len(groups)} classes have fewer "
+                    f"WARNING: Few-shot draw of {num_shots} per class: {len(short)} of {len(groups)} classes have fewer "
                     f"items (fewest: {min(short)}), and all of theirs are taken"
                 )
             output.append(fewshot)
