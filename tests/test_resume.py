@@ -106,7 +106,7 @@ def test_skip_nonfinite_counts_and_finishes(toy_root, tmp_path, monkeypatch, cap
     out = str(tmp_path / "run")
     monkeypatch.setenv(NAN_AT, "2:2")
     run_main(train_argv(toy_root, out, max_epoch=MAX_EPOCH, extra=["TRAIN.SKIP_NONFINITE", "True"]))
-    assert "Skipped 1 step(s) with a non-finite loss" in caplog.text
+    assert "WARNING: skipped 1 step(s) with a non-finite loss" in caplog.text
     weights = final_state(out)
     assert all(torch.isfinite(v).all() for v in weights.values())
     assert load_checkpoint(os.path.join(out, "last.pth.tar"))["nonfinite_skipped"] == 1

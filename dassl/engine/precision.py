@@ -104,7 +104,7 @@ def resolve_precision(prec: str, device: torch.device | str) -> str:
     resolved, reason = choose_precision(prec, device)
     requested = (prec or "auto").lower()
     if requested in ("fp16", "amp") and resolved == "fp32":
-        logger.warning(f'Precision "{requested}" is not supported on CPU; training in fp32 instead')
+        logger.warning(f'WARNING: precision "{requested}" is not supported on CPU; training in fp32 instead')
     elif resolved == "fp16" and torch.device(device).type == "cpu":
         logger.warning(f"Precision: {resolved} ({reason})")
     else:

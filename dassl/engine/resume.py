@@ -67,7 +67,7 @@ def check_config_record(directory: str, cfg, warn_unchecked: bool = True) -> Non
     if not osp.isfile(record):
         if cfg.TRAIN.get("RESUME_UNCHECKED", False):
             if warn_unchecked:
-                logger.warning(f'Resuming "{directory}" without a config check: it has no {CONFIG_RECORD} '
+                logger.warning(f'WARNING: resuming "{directory}" without a config check: it has no {CONFIG_RECORD} '
                                "(TRAIN.RESUME_UNCHECKED True)")
             return
         raise ConfigMismatchError(

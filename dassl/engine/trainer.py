@@ -376,7 +376,7 @@ class SimpleTrainer(RunStateMixin, EvaluationMixin, TrainerBase):
     def after_train(self):
         logger.info("Finish training")
         if self.nonfinite_skipped:
-            logger.warning(f"Skipped {self.nonfinite_skipped} step(s) with a non-finite loss")
+            logger.warning(f"WARNING: skipped {self.nonfinite_skipped} step(s) with a non-finite loss")
         if not self.cfg.TEST.NO_TEST:
             if self.cfg.TEST.FINAL_MODEL == "best_val":
                 logger.info("Deploy the model with the best val performance")
@@ -564,7 +564,7 @@ class TrainerX(SimpleTrainer):
         """Report the images the data pipeline skipped this epoch (DATALOADER.SKIP_BAD_IMAGES)."""
         count = bad_image_count()
         if count:
-            logger.warning(f"Skipped {count} unreadable image(s) in epoch {self.epoch + 1} (DATALOADER.SKIP_BAD_IMAGES)")
+            logger.warning(f"WARNING: skipped {count} unreadable image(s) in epoch {self.epoch + 1} (DATALOADER.SKIP_BAD_IMAGES)")
         reset_bad_image_count()
 
     def parse_batch_train(self, batch):
