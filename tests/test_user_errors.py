@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 
@@ -12,6 +13,7 @@ import train
 from dassl.config import ConfigError, get_cfg_default, register_cfg_extension
 from dassl.config.defaults import _C
 from dassl.config.validate import ENGINE_RANGES, check_engine_config
+from dassl.data.samplers import GlobalBatchSampler, RandomDomainSampler
 from tests.test_first_contact import REPO, assert_one_error, method_argv, run_cli
 
 # case id -> (trainer, KEY VALUE overrides, what the error line must say)
@@ -250,3 +252,13 @@ def test_a_read_only_data_folder_is_one_error_line(tiny_clip_path, tmp_path, cap
     assert run_cli(method_argv("CoOp", root, tmp_path / "run", tiny_clip_path)) == 1
     assert_one_error(capsys.readouterr().err, f'Cannot write "{root}', "(permission denied)", "DATASET.ROOT",
                      "--root")
+
+
+@pytest.mark.parametrize("build", [
+    lambda: GlobalBatchSampler(num_samples=8, batch_size=3, seed=1, rank=0, world_size=2),
+    lambda: RandomDomainSampler([SimpleNamespace(domain=d) for d in (0, 1)], batch_size=3, n_domain=2),
+], ids=["global-batch-per-process", "images-per-domain"])
+def test_a_batch_that_does_not_split_is_a_config_error(build) -> None:
+    """Under torchrun every rank raises it; train.py's cli prints it as one line (rank 0 alone)."""
+    with pytest.raises(ConfigError, match="BATCH_SIZE 3 .*divisible"):
+        build()

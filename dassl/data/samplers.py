@@ -56,7 +56,10 @@ class RandomDomainSampler(Sampler):
         if n_domain is None or n_domain <= 0:
             n_domain = len(self.domains)
         if batch_size % n_domain != 0:
-            raise ValueError(f"batch_size ({batch_size}) must be divisible by n_domain ({n_domain})")
+            raise ConfigError(
+                f"the loader's BATCH_SIZE {batch_size} must be divisible by its N_DOMAIN ({n_domain}; "
+                "DATALOADER.TRAIN_X / TRAIN_U): each batch takes as many images from every domain"
+            )
         self.n_domain = n_domain
         self.n_img_per_domain = batch_size // n_domain
         self.length = len(list(self.__iter__()))
@@ -159,7 +162,7 @@ class GlobalBatchSampler(Sampler[list[int]]):
         if not 0 <= rank < world_size:
             raise ValueError(f"rank must be in [0, {world_size}), got {rank}")
         if batch_size % world_size != 0:
-            raise ValueError(
+            raise ConfigError(
                 f"DATALOADER.TRAIN_X.BATCH_SIZE {batch_size} is the global batch and must be divisible by the "
                 f"number of processes ({world_size}); use a multiple of {world_size}"
             )
