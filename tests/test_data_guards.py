@@ -7,19 +7,18 @@ import logging
 import os.path as osp
 import pickle
 import random
-import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
 import datasets  # noqa: F401  (registers the loaders and DATASET.SUBSAMPLE_CLASSES)
-import train
 from dassl.data.datasets import DatasetBase, Datum, build_dataset
 from dassl.utils import DataError, read_image
 from tests.fake_trees import make_fake_trees
 from tests.test_datasets import make_cfg
 from tests.test_engine import train_argv
+from tests.test_first_contact import run_cli
 from tools import check_data
 
 SPLIT = ("caltech-101", "split_zhou_Caltech101.json")
@@ -45,19 +44,6 @@ def read_split(root: str) -> dict:
 def write_split(root: str, split: dict) -> None:
     with open(split_path(root), "w") as f:
         json.dump(split, f)
-
-
-def run_cli(argv: list[str]) -> int:
-    """train.py's command line in this process (exit code), then undo its logging set-up."""
-    root = logging.getLogger()
-    saved_handlers, saved_level, saved_stdout = list(root.handlers), root.level, sys.stdout
-    try:
-        return train.cli(argv)
-    finally:
-        for handler in [h for h in root.handlers if h not in saved_handlers]:
-            root.removeHandler(handler)
-        root.setLevel(saved_level)
-        sys.stdout = saved_stdout
 
 
 def one_error_line(capsys) -> str:
