@@ -40,13 +40,19 @@ def test_run_config_compares_the_keys_that_shape_the_result(tmp_path: Path) -> N
     assert run_config.main(["check", str(tmp_path / "absent"), *tiny_coop_args()]) == 2
 
 
-def test_run_config_model_must_reach_its_last_epoch(tmp_path: Path) -> None:
-    args = tiny_coop_args("OPTIM.MAX_EPOCH", "2")
-    (tmp_path / "config.yaml").write_text(run_config.requested_config(args).dump())
-    model = tmp_path / "prompt_learner"
+def write_unfinished_run(run_dir: Path, args: list[str]) -> Path:
+    """A run folder of ``args``'s config (2 epochs) whose prompt learner stopped after epoch 1; its model folder."""
+    (run_dir / "config.yaml").write_text(run_config.requested_config(args).dump())
+    model = run_dir / "prompt_learner"
     model.mkdir()
     (model / "model.pth.tar-1").write_bytes(b"")
     (model / "checkpoint").write_text("model.pth.tar-1\n")
+    return model
+
+
+def test_run_config_model_must_reach_its_last_epoch(tmp_path: Path) -> None:
+    args = tiny_coop_args("OPTIM.MAX_EPOCH", "2")
+    model = write_unfinished_run(tmp_path, args)
     assert run_config.check(str(tmp_path), args, as_model=True) == [
         f"unfinished: {tmp_path} stopped at epoch 1 of 2 ({model} has no model.pth.tar-2)"]
     (model / "model.pth.tar-2").write_bytes(b"")
@@ -95,11 +101,7 @@ def test_a_recorded_run_is_recognised_without_torch_and_a_changed_one_is_not(tmp
 def test_record_then_model_check_without_torch(tmp_path: Path) -> None:
     """record (after a fresh run) makes test.sh's --model check of that run torch-free; unfinished still counts."""
     args = tiny_coop_args("OPTIM.MAX_EPOCH", "2")
-    (tmp_path / "config.yaml").write_text(run_config.requested_config(args).dump())
-    model = tmp_path / "prompt_learner"
-    model.mkdir()
-    (model / "model.pth.tar-1").write_bytes(b"")
-    (model / "checkpoint").write_text("model.pth.tar-1\n")
+    model = write_unfinished_run(tmp_path, args)
     assert run_without_torch("record", "--source", "k", str(tmp_path), *args).returncode == 0
     unfinished = run_without_torch("check", "--model", "--source", "k", str(tmp_path), *args)
     assert unfinished.returncode == 1 and "unfinished:" in unfinished.stderr and "stopped at epoch 1 of 2" in unfinished.stderr
