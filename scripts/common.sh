@@ -108,8 +108,8 @@ Environment (defaults in brackets):
             quote a value holding spaces: OPTS="TRAINER.COOP.CTX_INIT 'a photo of a'"
   OUTPUT    output root, relative to the current folder [output]
   TAG       name of the configuration's folder, instead of the automatic one (see Output) [none]
-  NPROC     processes per run: N > 1 launches torchrun (python -m torch.distributed.run
-            --standalone --nproc_per_node N) instead of python [1]
+  NPROC     processes per run: N > 1 launches torchrun (tools/torchrun.py --standalone
+            --nproc_per_node N: torchrun, reporting a failure in one line) instead of python [1]
   PYTHON    interpreter [\$REPO/.venv/bin/python if present, else python3]
   SOURCE    source dataset of cross-dataset / domain-generalization [imagenet]
   TARGETS   target datasets [cross-dataset: the 10 other benchmarks;
@@ -325,10 +325,11 @@ run_matches() {
     "$PYTHON" "$REPO/tools/run_config.py" check "${mode[@]}" --source "$SOURCE_KEY" "$run_dir" "$@" "${OPTS_ARRAY[@]}"
 }
 
-# train.py, or NPROC processes of it under torchrun (one machine; --standalone picks a free port).
+# train.py, or NPROC processes of it under torchrun (one machine; --standalone picks a free port), through
+# tools/torchrun.py so that a failed run ends with its workers' own lines, not torchrun's traceback.
 launch_train_py() {
     if (( NPROC > 1 )); then
-        "$PYTHON" -m torch.distributed.run --standalone --nproc_per_node "$NPROC" "$REPO/train.py" "$@"
+        "$PYTHON" "$REPO/tools/torchrun.py" --standalone --nproc_per_node "$NPROC" "$REPO/train.py" "$@"
     else
         "$PYTHON" "$REPO/train.py" "$@"
     fi

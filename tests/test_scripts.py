@@ -275,11 +275,11 @@ def test_backbone_is_a_setting_and_part_of_the_folder_name(run: Runner) -> None:
 
 
 def test_nproc_launches_torchrun(run: Runner, tmp_path: Path) -> None:
-    """NPROC=2 starts train.py through torch.distributed.run; the launcher here records and runs it once."""
+    """NPROC=2 starts train.py through tools/torchrun.py; the launcher here records and runs it once."""
     launcher = tmp_path / "python"
     launcher.write_text(f"""#!/bin/bash
 echo "$*" >>{tmp_path / "launches.txt"}
-if [[ "$1" == -m ]]; then shift 5; fi
+if [[ "$1" == */tools/torchrun.py ]]; then shift 4; fi
 exec {sys.executable} "$@"
 """)
     launcher.chmod(0o755)
@@ -287,7 +287,7 @@ exec {sys.executable} "$@"
     train_py_launches = [line for line in (tmp_path / "launches.txt").read_text().splitlines() if "train.py" in line]
     assert len(train_py_launches) == 1
     assert train_py_launches[0].startswith(
-        f"-m torch.distributed.run --standalone --nproc_per_node 2 {run.repo / 'train.py'} --output-dir ")
+        f"{run.repo / 'tools' / 'torchrun.py'} --standalone --nproc_per_node 2 {run.repo / 'train.py'} --output-dir ")
     assert len(run.calls()) == 1
 
     result = run("train.sh", "caltech101", "base2new", NPROC="two")
