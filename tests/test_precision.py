@@ -141,3 +141,18 @@ def test_gopro_keeps_logits_losses_batchnorm_and_grads_fp32_under_bf16(tiny_clip
     sum(v for k, v in terms.items() if k.startswith("loss")).backward()
     assert all(p.grad.dtype == torch.float32 for p in learner.parameters() if p.grad is not None)
     assert learner.ctx.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("resolved, device, turned_off", [("fp32", "cuda", True), ("fp32", "cuda:1", True),
+                                                          ("bf16", "cuda", False), ("fp16", "cuda", False),
+                                                          ("fp32", "cpu", False)])
+def test_fp32_on_cuda_turns_tf32_off_and_nothing_else_touches_it(resolved, device, turned_off):
+    # torch's default leaves TF32 on for cuDNN convolutions; the flags are settable without a GPU.
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    try:
+        assert precision.ieee_fp32(resolved, device) is turned_off
+        assert torch.backends.cuda.matmul.allow_tf32 is not turned_off
+        assert torch.backends.cudnn.allow_tf32 is not turned_off
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved

@@ -10,8 +10,9 @@ Checks, in order, each a row of the pass/fail table printed last (exit code 1 wh
    of every step, the gradients of the learned parameters after the last step and the logits must agree
    within ``COMPARE_RTOL`` (1e-4) relative: the largest absolute difference over a group (losses, gradients,
    logits) divided by the largest magnitude in the reference's group, so a near-zero entry (a bias in front
-   of a BatchNorm) is judged against its group's scale. On a CUDA device TF32 is off for this comparison
-   (torch leaves it on for cuDNN convolutions, which would round fp32 inputs to 10 bits). An
+   of a BatchNorm) is judged against its group's scale. On a CUDA device the engine's PREC fp32 has turned
+   TF32 off (torch leaves it on for cuDNN convolutions, which round fp32 inputs to 10 bits); the row fails
+   where it is still on. An
    evaluation-only trainer (``EVAL_ONLY``) compares its logits. With ``--device cpu`` the second build is
    another CPU build, so the comparison code runs where no GPU is.
 2. ``precision``: each PREC (fp32, amp, fp16, bf16) runs the same steps and evaluation on ``--device`` for
@@ -49,7 +50,7 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -346,18 +347,13 @@ def shown(errors: dict[str, float]) -> str:
 # ---------------------------------------------------------------- checks
 
 
-@contextlib.contextmanager
-def strict_fp32(device: str) -> Iterator[str]:
-    """IEEE fp32 on CUDA (TF32 off for matrix products and cuDNN convolutions) while open; says what it did."""
+def tf32_left_on(device: str) -> str:
+    """What TF32 the engine's PREC fp32 left on on ``device`` (it turns it off on CUDA); empty where none."""
     if torch.device(device).type != "cuda":
-        yield ""
-        return
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    try:
-        yield f"; TF32 off here (torch's setting was matmul {saved[0]}, cuDNN {saved[1]})"
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+        return ""
+    on = [name for name, flag in (("matrix products", torch.backends.cuda.matmul.allow_tf32),
+                                  ("cuDNN convolutions", torch.backends.cudnn.allow_tf32)) if flag]
+    return ", ".join(on)
 
 
 def resolved_as(prec: str) -> str:
@@ -448,20 +444,20 @@ def check_trainers(ws: Workspace, args: argparse.Namespace, report: Report) -> N
                 outcomes[prec].append(PrecisionOutcome(name, failure="no CPU reference"))
             continue
         fp32 = PrecisionOutcome(name)
-        with strict_fp32(args.device) as note:
-            try:
-                result = run(build(ws, name, "fp32", args.device, "fp32"), inputs, steps,
-                             perturb=name in args.perturb)
-                errors = compare_runs(reference, result)
-                ok = all(e <= COMPARE_RTOL for e in errors.values())
-                row = (f"fp32 {what} on {device_name} vs CPU: {shown(errors)} (tolerance {COMPARE_RTOL:.0e})"
-                       + note)
-                if bad := non_finite(result):
-                    fp32.failure = f"non-finite losses ({', '.join(bad[:3])})"
-            except Exception as err:  # noqa: BLE001
-                logger.debug("%s", traceback.format_exc())
-                ok, row = False, f"fp32 run on {args.device} failed: {one_line(err)}"
-                fp32.failure = one_line(err)
+        try:
+            result = run(build(ws, name, "fp32", args.device, "fp32"), inputs, steps, perturb=name in args.perturb)
+            errors = compare_runs(reference, result)
+            tf32 = tf32_left_on(args.device)
+            ok = all(e <= COMPARE_RTOL for e in errors.values()) and not tf32
+            row = f"fp32 {what} on {device_name} vs CPU: {shown(errors)} (tolerance {COMPARE_RTOL:.0e})"
+            if tf32:
+                row += f"; PREC fp32 left TF32 on for {tf32}"
+            if bad := non_finite(result):
+                fp32.failure = f"non-finite losses ({', '.join(bad[:3])})"
+        except Exception as err:  # noqa: BLE001
+            logger.debug("%s", traceback.format_exc())
+            ok, row = False, f"fp32 run on {args.device} failed: {one_line(err)}"
+            fp32.failure = one_line(err)
         if "compare" in args.checks:
             report.add("compare", name, "PASS" if ok else "FAIL", row)
         outcomes["fp32"].append(fp32)

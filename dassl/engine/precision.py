@@ -1,7 +1,8 @@
 """Mixed precision, decided once per run: the valid ``PREC`` values, what a device runs, and autocast.
 
 ``auto`` (every trainer's default) picks bf16 autocast where the device does it fast (a CUDA GPU with
-bf16; a CPU whose flags show AMX or AVX-512 bf16) and fp32 elsewhere. ``fp32`` is the bit-exact reference.
+bf16; a CPU whose flags show AMX or AVX-512 bf16) and fp32 elsewhere. ``fp32`` is the bit-exact reference:
+on a CUDA device it turns TF32 off, which torch leaves on for cuDNN convolutions.
 A CPU runs ``fp16``/``amp`` in fp32 unless ``GOPRO_TEST_CPU_FP16=1`` is set: a test-only switch that runs
 them there as on a GPU (fp16 autocast, a GradScaler on the CPU) so their machinery is tested without one.
 """
@@ -28,6 +29,7 @@ __all__ = [
     "cpu_flags",
     "autocast_context",
     "build_grad_scaler",
+    "ieee_fp32",
 ]
 
 logger = logging.getLogger(__name__)
@@ -133,3 +135,16 @@ def build_grad_scaler(precision: str, device: torch.device | str) -> torch.amp.G
     if precision != "fp16":
         return None
     return torch.amp.GradScaler(torch.device(device).type)
+
+
+def ieee_fp32(precision: str, device: torch.device | str) -> bool:
+    """Under fp32 on CUDA turn TF32 off for matrix products and cuDNN convolutions; True where it did.
+
+    torch leaves TF32 on for convolutions, which round fp32 inputs to 10 mantissa bits, so an fp32 run
+    would differ from the CPU's fp32 beyond rounding. The switch is process-wide and left off.
+    """
+    if precision != "fp32" or torch.device(device).type != "cuda":
+        return False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    return True

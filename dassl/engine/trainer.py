@@ -44,7 +44,7 @@ from .distributed import (
     select_device,
 )
 from .interrupt import StopRequest
-from .precision import autocast_context, build_grad_scaler, requested_precision, resolve_precision
+from .precision import autocast_context, build_grad_scaler, ieee_fp32, requested_precision, resolve_precision
 from .ranks import StepTerms, describe_ranks
 from .resume import RunStateMixin, check_resumable_config
 from .run_state import holds_checkpoints, last_checkpoint_path
@@ -320,6 +320,8 @@ class SimpleTrainer(RunStateMixin, EvaluationMixin, TrainerBase):
             self.precision = "fp32"
             logger.info(f"Precision: fp32 (no TRAINER.{node}.PREC key; set {type(self).__name__}.CFG_NODE to its node)")
         self.grad_scaler = build_grad_scaler(self.precision, self.device)
+        if ieee_fp32(self.precision, self.device):
+            logger.info("Precision: TF32 off (IEEE fp32 matrix products and cuDNN convolutions)")
 
     def autocast(self):
         """Autocast matching ``self.precision`` (a null context for fp32)."""
