@@ -29,14 +29,16 @@ def load(
     device: str | torch.device = "cpu",
     precision: str = "fp32",
     matmul_dtype: torch.dtype | None = None,
+    cpu_fallback: bool = True,
 ) -> CLIPBackbone:
     """Load CLIP by OpenAI name (`ViT-B/16`), open_clip `ARCH:TAG`, or path to an OpenAI-format checkpoint.
 
     `precision`: fp32, amp (fp32 weights), fp16 or bf16; the CPU always gets fp32 (with a warning).
     `matmul_dtype`: load the weights only matrix products read in this dtype, for a run under that
     autocast (`CLIPBackbone.store_matmul_weights`); from a checkpoint file they never exist in fp32.
+    `cpu_fallback=False` keeps fp16/bf16 weights on the CPU too, for a caller that runs them there on purpose.
     """
-    dtype = resolve_dtype(precision, device)
+    dtype = resolve_dtype(precision, device, cpu_fallback)
     if name_or_path in OPENAI_MODELS or Path(name_or_path).is_file():
         path = openai_checkpoint(OPENAI_MODELS[name_or_path]) if name_or_path in OPENAI_MODELS else name_or_path
         # Built straight in the target dtype and device, one tensor at a time (see build_clip_from_state_dict).
@@ -113,12 +115,13 @@ def _open_clip_cached_file(arch: str, tag: str) -> str | None:
     return None
 
 
-def resolve_dtype(precision: str, device: str | torch.device) -> torch.dtype:
-    """The weight dtype for `precision` on `device`; low precision on the CPU falls back to fp32 with a warning."""
+def resolve_dtype(precision: str, device: str | torch.device, cpu_fallback: bool = True) -> torch.dtype:
+    """The weight dtype for `precision` on `device`; low precision on the CPU falls back to fp32 with a warning
+    (as OpenAI's loader does) unless `cpu_fallback` is False."""
     if precision not in _PRECISIONS:
         raise ValueError(f"Unknown precision '{precision}'; expected one of {list(_PRECISIONS)}")
     dtype = _PRECISIONS[precision]
-    if torch.device(device).type == "cpu" and dtype != torch.float32:
+    if cpu_fallback and torch.device(device).type == "cpu" and dtype != torch.float32:
         warnings.warn(f"precision '{precision}' is not supported on the CPU; using fp32", stacklevel=3)
         return torch.float32
     return dtype

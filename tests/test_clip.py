@@ -245,6 +245,13 @@ def test_low_precision_on_cpu_warns_and_uses_fp32(tiny_clip_path):
     assert model.dtype == torch.float32
 
 
+def test_low_precision_stays_on_cpu_without_the_fallback(tiny_clip_path, recwarn):
+    model = clip.load(tiny_clip_path, precision="fp16", cpu_fallback=False)
+    assert {p.dtype for p in model.parameters()} == {torch.float16} and not recwarn.list
+    image = torch.randn(1, 3, model.image_size, model.image_size, dtype=torch.float16)
+    assert model.encode_image(image).dtype == torch.float16  # torch runs fp16 on a CPU
+
+
 def test_heads_must_be_stored_when_not_64_wide():
     weights = openai_state_dict(build_tiny_clip("vit"))
     del weights["text_heads"]

@@ -12,8 +12,8 @@ REPO = Path(__file__).resolve().parents[1]
 ROW = re.compile(r"^\| (compare|precision|torchrun|speed) \| (.+?) \| (PASS|FAIL|SKIP) \| (.*) \|$")
 
 
-def gpu_check(out_dir: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHON": sys.executable, "OUT_DIR": str(out_dir)}
+def gpu_check(out_dir: Path, *args: str, **extra_env: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHON": sys.executable, "OUT_DIR": str(out_dir), **extra_env}
     return subprocess.run(["bash", str(REPO / "tools" / "gpu_check.sh"), "--device", "cpu", *args], cwd=REPO,
                           env=env, capture_output=True, text=True, timeout=900)
 
@@ -76,3 +76,14 @@ def test_a_planted_difference_fails_its_row_and_the_exit_code(tmp_path):
     assert rows["compare", untouched][0] == "PASS"
     assert rows["torchrun", "all"][0] == rows["speed", "all"][0] == "SKIP"
     assert proc.stdout.rstrip().endswith("-> FAIL")
+
+
+def test_under_the_cpu_fp16_switch_every_trainer_passes_fp16_and_amp(tmp_path):
+    # The GPU's half-precision paths on a CPU: fp16 autocast, a GradScaler, and (PREC fp16) fp16 backbone weights.
+    proc = gpu_check(tmp_path, "--checks", "precision", GOPRO_TEST_CPU_FP16="1")
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    rows = table(proc.stdout)
+    n = len(registered_methods())
+    for prec in ("fp32", "amp", "fp16", "bf16"):
+        result, detail = rows["precision", prec]
+        assert result == "PASS" and detail.startswith(f"{n} trainers, 3 updates: losses finite"), detail

@@ -24,10 +24,12 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EPOCHS, STEPS_PER_EPOCH = 2, 2  # 5 classes x 2 shots, batch 4
 INF_AT = 1  # the (0-based, run-wide) step whose gradients get an inf
 STOP_AFTER = 2  # the step after which the interrupted run is stopped: mid-epoch 2
+# Both run fp16 autocast with a GradScaler; PREC fp16 keeps the backbone's weights in fp16 (as on a GPU), amp in fp32.
 CASES = [("CoOp", "fp16"), ("MaPLe", "amp")]
-# clip.load keeps fp32 backbone weights on a CPU (PREC fp16 keeps fp16 ones on a GPU) and says so: here the two
-# PREC values differ only in that, so both run fp16 autocast over fp32 weights.
-pytestmark = pytest.mark.filterwarnings("ignore:precision 'fp16' is not supported on the CPU:UserWarning")
+WEIGHT_DTYPE = {"fp16": torch.float16, "amp": torch.float32}
+# Low enough that the tiny CLIP's gradients never overflow on their own (torch's default, 2**16, makes fp16
+# weights skip the first step), so the one skipped step is the planted inf.
+INIT_SCALE = 2.0**10
 
 
 @pytest.fixture(scope="module")
@@ -106,6 +108,7 @@ class _Probe:
 def _train(cfg, inf_at: int | None, stop_after: int | None = None):
     set_random_seed(cfg.SEED)
     trainer = build_trainer(cfg)
+    trainer.grad_scaler = torch.amp.GradScaler("cpu", init_scale=INIT_SCALE)
     probe = _Probe(trainer, inf_at, stop_after)
     trainer.train()
     return trainer, probe
@@ -126,6 +129,7 @@ def test_the_loss_is_scaled_and_a_planted_inf_skips_exactly_one_step(
     trainer, probe = _train(cfg, inf_at=INF_AT)
     assert trainer.precision == "fp16" and f"forced by {CPU_FP16_ENV}=1" in caplog.text
     assert isinstance(trainer.grad_scaler, torch.amp.GradScaler) and torch.float16 in probe.dtypes
+    assert {p.dtype for p in trainer.model.parameters() if not p.requires_grad} == {WEIGHT_DTYPE[prec]}  # the backbone
 
     total = EPOCHS * STEPS_PER_EPOCH
     scales = dict(probe.scales)
@@ -146,7 +150,7 @@ def test_the_loss_is_scaled_and_a_planted_inf_skips_exactly_one_step(
     saved = load_checkpoint(str(tmp_path / "run" / "last.pth.tar"))["grad_scaler"]
     assert saved == state
     resumed = build_trainer(cfg)
-    assert resumed.grad_scaler.get_scale() == initial  # a fresh scaler, until the run state is read
+    assert initial == INIT_SCALE and resumed.grad_scaler.get_scale() == 2.0**16  # the engine's, until the state is read
     assert resumed.resume_run_if_exist(cfg.OUTPUT_DIR) == EPOCHS
     assert resumed.grad_scaler.state_dict() == state
 

@@ -21,7 +21,8 @@ def matmul_dtype(resolved: str) -> torch.dtype | None:
 def load_clip(cfg, device: torch.device | str, requested: str, resolved: str):
     """Load the frozen backbone named by MODEL.BACKBONE.NAME.
 
-    Weights are fp16 when PREC is "fp16" and the device runs it. Under bf16 (auto or bf16 resolved so),
+    Weights are fp16 when PREC is "fp16" and the device runs it (a GPU; a CPU under the test-only switch
+    that runs fp16 there, so the fp16-weight path is tested without a GPU). Under bf16 (auto or bf16 resolved so),
     the weights that only matrix products read are stored in bf16, exactly what autocast computes with,
     at half their memory; the rest stays fp32. Otherwise fp32 weights and autocast, which keeps norms fp32.
     """
@@ -32,7 +33,9 @@ def load_clip(cfg, device: torch.device | str, requested: str, resolved: str):
             "MODEL.BACKBONE.NAME is empty; set a CLIP name (e.g. ViT-B/16) or a checkpoint path"
         )
     try:
-        model = clip.load(name, device=device, precision=weights, matmul_dtype=matmul_dtype(resolved))
+        # The engine resolved fp16 for this device, so fp16 weights are wanted wherever it is.
+        model = clip.load(name, device=device, precision=weights, matmul_dtype=matmul_dtype(resolved),
+                          cpu_fallback=False)
     except clip.BackboneLoadError as err:
         err.add_note("(set by MODEL.BACKBONE.NAME)")
         raise
