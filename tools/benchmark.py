@@ -328,13 +328,13 @@ def serving_backbone(backbone) -> Iterator[None]:
     original = clip.load
 
     def load(name_or_path: str, device: str | torch.device = "cpu", precision: str = "fp32",
-             matmul_dtype: torch.dtype | None = None):
+             matmul_dtype: torch.dtype | None = None, cpu_fallback: bool = True):
         logger.info("serving the benchmark backbone for MODEL.BACKBONE.NAME=%r (%s on %s)", name_or_path,
                     precision, device)
         if backbone.matmul_dtype != matmul_dtype:
             raise SystemExit(f"benchmark: the backbone was built with matrix weights in {backbone.matmul_dtype}, "
                              f"the trainer asks for {matmul_dtype} (does it have a TRAINER.<node>.PREC key?)")
-        dtype = resolve_dtype(precision, device)
+        dtype = resolve_dtype(precision, device, cpu_fallback)
         # fp32 is what the backbone holds, except its matrix weights in a bf16 run: leave those as they are.
         return backbone.to(device=device) if dtype == torch.float32 else backbone.to(device=device, dtype=dtype)
 
