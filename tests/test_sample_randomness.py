@@ -184,7 +184,14 @@ def caltech_root(tmp_path_factory) -> str:
     return str(root)
 
 
-@pytest.mark.parametrize("trainer", ["GOPro", "MaPLe"])
+def _training_methods() -> list[str]:
+    from dassl.engine import TRAINER_REGISTRY
+    from tests.test_trainers import registered_methods
+
+    return [name for name in registered_methods() if not TRAINER_REGISTRY.get(name).EVAL_ONLY]
+
+
+@pytest.mark.parametrize("trainer", _training_methods())
 def test_one_and_two_processes_and_any_workers_learn_the_same_weights(trainer, tiny_clip_path, caltech_root, tmp_path):
     """Random resized crops and flips (and GOPro's MoCo-v3 and AugMix views) on, 2 epochs, gloo."""
     def argv(name: str, workers: int) -> list[str]:
