@@ -13,6 +13,7 @@ import torch
 import trainers  # noqa: F401  (registers the trainers)
 from dassl.engine import TRAINER_REGISTRY
 from dassl.engine.precision import choose_precision
+from tests.test_trainers import training_methods
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tools"))
@@ -64,13 +65,6 @@ def test_every_registered_trainer_is_benchmarkable_by_name():
     assert cfg.TRAINER.COCOOP.PREC == "fp32" and cfg.TRAIN.MEMORY_BUDGET_GB == 3.0
 
 
-def learning_methods() -> list[str]:
-    """Every method the ``trainers`` package registers that has a training step."""
-    names = TRAINER_REGISTRY.registered_names()
-    return sorted(n for n in names if TRAINER_REGISTRY.get(n).__module__.startswith("trainers.")
-                  and not TRAINER_REGISTRY.get(n).EVAL_ONLY)
-
-
 @contextlib.contextmanager
 def recorded_tower_calls(backbone):
     """Every tower call on ``backbone`` while open: (tower, rows, prompted, autograd on).
@@ -100,7 +94,7 @@ def recorded_tower_calls(backbone):
             delattr(backbone, name)
 
 
-@pytest.mark.parametrize("trainer_name", learning_methods())
+@pytest.mark.parametrize("trainer_name", training_methods())
 def test_necessary_work_is_the_tower_calls_of_a_step(trainer_name, tiny_clip_path, tmp_path):
     """The benchmark's necessary work makes the very tower calls a training step makes (after the first step,
     which computes what stays fixed for the run): same batch sizes, prompts and autograd; e.g. PromptSRC's

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.test_trainers import registered_methods
+from tests.test_trainers import registered_methods, training_methods
 
 REPO = Path(__file__).resolve().parents[1]
 ROW = re.compile(r"^\| (compare|precision|torchrun|speed) \| (.+?) \| (PASS|FAIL|SKIP) \| (.*) \|$")
@@ -25,12 +25,6 @@ def table(stdout: str) -> dict[tuple[str, str], tuple[str, str]]:
         if match := ROW.match(line):
             rows[match[1], match[2]] = (match[3], match[4])
     return rows
-
-
-def training_methods() -> list[str]:
-    from dassl.engine import TRAINER_REGISTRY
-
-    return [n for n in registered_methods() if not TRAINER_REGISTRY.get(n).EVAL_ONLY]
 
 
 def test_the_gpu_check_passes_on_a_cpu_and_lists_what_needs_cuda(tmp_path):

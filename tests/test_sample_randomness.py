@@ -23,6 +23,7 @@ from dassl.data.datasets import Datum
 from dassl.data.sample_rng import SampleKey, sample_rng
 from dassl.data.samplers import SeededSampleBatches
 from dassl.data.transforms import build_transform
+from tests.test_trainers import training_methods
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 N_IMAGES, BATCH = 8, 4
@@ -184,14 +185,7 @@ def caltech_root(tmp_path_factory) -> str:
     return str(root)
 
 
-def _training_methods() -> list[str]:
-    from dassl.engine import TRAINER_REGISTRY
-    from tests.test_trainers import registered_methods
-
-    return [name for name in registered_methods() if not TRAINER_REGISTRY.get(name).EVAL_ONLY]
-
-
-@pytest.mark.parametrize("trainer", _training_methods())
+@pytest.mark.parametrize("trainer", training_methods())
 def test_one_and_two_processes_and_any_workers_learn_the_same_weights(trainer, tiny_clip_path, caltech_root, tmp_path):
     """Random resized crops and flips (and GOPro's MoCo-v3 and AugMix views) on, 2 epochs, gloo."""
     def argv(name: str, workers: int) -> list[str]:

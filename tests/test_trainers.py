@@ -196,6 +196,13 @@ def registered_methods() -> list[str]:
     return sorted(n for n in names if TRAINER_REGISTRY.get(n).__module__.startswith("trainers."))
 
 
+def training_methods() -> list[str]:
+    """The registered methods that have a training step (all but the ``EVAL_ONLY`` ones)."""
+    from dassl.engine import TRAINER_REGISTRY
+
+    return [n for n in registered_methods() if not TRAINER_REGISTRY.get(n).EVAL_ONLY]
+
+
 def tiny_config(trainer: str) -> str:
     """``configs/trainers/<Name>/tiny.yaml``: by convention every registered method ships one for these tests."""
     path = os.path.join(REPO, "configs", "trainers", trainer, "tiny.yaml")
