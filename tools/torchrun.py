@@ -9,7 +9,6 @@ bug's traceback); a worker ended by a signal printed nothing, so one line here s
 from __future__ import annotations
 
 import logging
-import signal
 import sys
 
 from torch.distributed.elastic.multiprocessing.api import SignalException
@@ -48,9 +47,8 @@ def main(argv: list[str] | None = None) -> int:
             print(line, file=sys.stderr)
         return exit_code(error.get_first_failure()[1].exitcode)
     except SignalException as interrupted:  # the launcher itself was signalled; its workers say what they did
-        print(f"error: the launcher received {signal.Signals(interrupted.sigval).name}; its processes were stopped",
-              file=sys.stderr)
-        return exit_code(-int(interrupted.sigval))
+        print(f"error: the launcher received {interrupted.sigval.name}; its processes were stopped", file=sys.stderr)
+        return 128 + int(interrupted.sigval)
     return 0
 
 
